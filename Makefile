@@ -1,0 +1,39 @@
+# The two commands: `make run` (local two-region stack, live status) and `make test` (the whole suite).
+VENV    ?= .venv
+PYTHON  ?= $(shell command -v python3.11 || command -v python3)
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test bench install system-deps lint demo drill clean
+
+run: install system-deps
+	$(VENV)/bin/paynow up
+
+test: install system-deps
+	$(PY) -m pytest
+
+demo: install system-deps
+	$(VENV)/bin/paynow demo
+
+drill: install system-deps
+	$(VENV)/bin/paynow drill all
+
+bench: install system-deps
+	$(PY) -m ops.bench
+
+install: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	touch $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .paynow build *.egg-info

@@ -1,0 +1,27 @@
+"""Avro contracts shared by ingress and pipeline: envelopes, the DLQ record, the codec and PayNow mapping."""
+from __future__ import annotations
+
+from schemas.codec import (
+    CURRENT_VERSION,
+    MIN_COMPATIBLE,
+    DecodeError,
+    IncompatibleVersion,
+    MalformedMessage,
+    UnknownSchema,
+    decode_dlq_record,
+    decode_envelope,
+    encode_dlq_record,
+    encode_envelope,
+    encode_legacy,
+    fingerprint,
+)
+from schemas.paynow import EVENT_TYPES, PayloadError, envelope_attributes, envelope_from_payload, ordering_key
+from schemas.types import DeadLetter, Envelope
+
+__all__ = [
+    "CURRENT_VERSION", "MIN_COMPATIBLE", "EVENT_TYPES",
+    "DecodeError", "IncompatibleVersion", "MalformedMessage", "UnknownSchema", "PayloadError",
+    "DeadLetter", "Envelope",
+    "decode_dlq_record", "decode_envelope", "encode_dlq_record", "encode_envelope", "encode_legacy",
+    "envelope_attributes", "envelope_from_payload", "fingerprint", "ordering_key",
+]

@@ -1,0 +1,37 @@
+"""Packaging for paynow-ledger: PayNow webhooks to an exactly-once points ledger."""
+from setuptools import find_packages, setup
+
+BEAM_VERSION = "2.77.0"  # matched by templates/Dockerfile; tests/test_templates.py checks the pin
+
+setup(
+    name="paynow-ledger",
+    version="0.1.0",
+    description="PayNow webhooks -> Avro on Pub/Sub -> Beam -> exactly-once Firestore points ledger",
+    python_requires=">=3.11",
+    packages=find_packages(include=["schemas", "schemas.*", "ingress", "ingress.*", "pipeline",
+                                    "pipeline.*", "ops", "ops.*"]),
+    package_data={"schemas": ["avro/*.avsc"], "ops": ["*.cfg", "*.json"]},
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        "google-cloud-firestore>=2.16,<3",
+        "google-cloud-pubsub>=2.21,<3",
+        "fastavro>=1.9,<2",
+        "starlette>=0.40",
+        "uvicorn[standard]>=0.30",
+        "prometheus-client>=0.20",
+        "rich>=13",
+        "httpx>=0.27",
+    ],
+    extras_require={
+        "test": [
+            f"apache-beam[gcp,test]=={BEAM_VERSION}",
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "schemathesis>=3.30",
+            "python-hcl2>=4.3",
+        ],
+        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3"],
+    },
+    entry_points={"console_scripts": ["paynow=ops.cli:main"]},
+)
