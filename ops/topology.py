@@ -1,6 +1,7 @@
 """Names and creation of the Pub/Sub topics and subscriptions the system uses (idempotent)."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from google.api_core import exceptions
@@ -41,17 +42,13 @@ class Topology:
         subscriber = pubsub_v1.SubscriberClient()
         try:
             for topic in (self.topic, self.dlq_topic):
-                try:
+                with contextlib.suppress(exceptions.AlreadyExists):
                     publisher.create_topic(name=topic)
-                except exceptions.AlreadyExists:
-                    pass
             for sub, topic, ordered in ((self.subscription, self.topic, True),
                                         (self.dlq_subscription, self.dlq_topic, False)):
-                try:
+                with contextlib.suppress(exceptions.AlreadyExists):
                     subscriber.create_subscription(request={
                         "name": sub, "topic": topic, "enable_message_ordering": ordered,
                         "ack_deadline_seconds": ack_deadline_seconds})
-                except exceptions.AlreadyExists:
-                    pass
         finally:
             subscriber.close()

@@ -19,9 +19,23 @@ from schemas.paynow import EVENT_TYPES, PayloadError, envelope_attributes, envel
 from schemas.types import DeadLetter, Envelope
 
 __all__ = [
-    "CURRENT_VERSION", "MIN_COMPATIBLE", "EVENT_TYPES",
-    "DecodeError", "IncompatibleVersion", "MalformedMessage", "UnknownSchema", "PayloadError",
-    "DeadLetter", "Envelope",
-    "decode_dlq_record", "decode_envelope", "encode_dlq_record", "encode_envelope", "encode_legacy",
-    "envelope_attributes", "envelope_from_payload", "fingerprint", "ordering_key",
+    "CURRENT_VERSION",
+    "EVENT_TYPES",
+    "MIN_COMPATIBLE",
+    "DeadLetter",
+    "DecodeError",
+    "Envelope",
+    "IncompatibleVersion",
+    "MalformedMessage",
+    "PayloadError",
+    "UnknownSchema",
+    "decode_dlq_record",
+    "decode_envelope",
+    "encode_dlq_record",
+    "encode_envelope",
+    "encode_legacy",
+    "envelope_attributes",
+    "envelope_from_payload",
+    "fingerprint",
+    "ordering_key",
 ]

@@ -26,17 +26,21 @@ class PayloadError(ValueError):
         self.problem = problem
 
 
+def _path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
 def _get(obj: dict[str, Any], key: str, path: str) -> Any:
     value = obj.get(key)
     if value is None:
-        raise PayloadError(f"{path}.{key}" if path else key, "missing")
+        raise PayloadError(_path(path, key), "missing")
     return value
 
 
 def _obj(obj: dict[str, Any], key: str, path: str) -> dict[str, Any]:
     value = _get(obj, key, path)
     if not isinstance(value, dict):
-        raise PayloadError(f"{path}.{key}", "must be an object")
+        raise PayloadError(_path(path, key), "must be an object")
     return value
 
 
@@ -44,9 +48,9 @@ def _id(obj: dict[str, Any], key: str, path: str) -> str:
     """PayNow ids arrive as strings or as JSON numbers; both become strings."""
     value = _get(obj, key, path)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
-        raise PayloadError(f"{path}.{key}", "must be a non-empty string or integer id")
+        raise PayloadError(_path(path, key), "must be a non-empty string or integer id")
     if len(str(value)) > 200:
-        raise PayloadError(f"{path}.{key}", "longer than 200 characters")
+        raise PayloadError(_path(path, key), "longer than 200 characters")
     return str(value)
 
 
