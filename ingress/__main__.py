@@ -1,0 +1,65 @@
+"""`python -m ingress`: uvicorn (uvloop + httptools) on 127.0.0.1:$PORT; SIGTERM drains before exiting."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+import uvicorn
+
+from ingress.app import create_app
+from ingress.logging import configure_logging
+from ingress.settings import ConfigError, Settings
+from ingress.state import IngressState
+
+HOST = "127.0.0.1"
+log = logging.getLogger("ingress")
+
+
+class DrainingServer(uvicorn.Server):
+    """First SIGTERM/SIGINT: report not-ready and refuse new webhooks for `drain_seconds` so the load balancer
+    moves traffic away, then uvicorn's graceful shutdown (in-flight requests finish, then the lifespan flushes
+    the publisher). A second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, *, state: IngressState, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.state = state
+        self.drain_seconds = drain_seconds
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_until is not None or self.drain_seconds <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self.drain_until = time.monotonic() + self.drain_seconds
+        self.state.set_draining(True, f"signal {signal.Signals(sig).name}")
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(json.dumps({"severity": "CRITICAL", "message": f"invalid configuration: {exc}",
+                          "setting": exc.setting}), file=sys.stderr)
+        return 2
+    configure_logging(region=settings.region, service=settings.service_name, level=settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=HOST, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
+                            log_config=None, access_log=False, timeout_graceful_shutdown=settings.publish_timeout + 5)
+    server = DrainingServer(config, state=app.state.ingress, drain_seconds=settings.drain_seconds)
+    log.info("ingress starting", extra={"detail": f"{HOST}:{settings.port} topic {settings.topic}"})
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

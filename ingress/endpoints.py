@@ -1,0 +1,61 @@
+"""Health, readiness, metrics and the authenticated admin drain switch."""
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ingress.responses import RETRY_AFTER_UNAVAILABLE, error
+from ingress.state import IngressState
+
+
+def _state(request: Request) -> IngressState:
+    state: IngressState = request.app.state.ingress
+    return state
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers; names its region."""
+    settings = _state(request).settings
+    return JSONResponse({"status": "ok", "region": settings.region, "service": settings.service_name})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness for the load balancer: 503 while draining, while Pub/Sub fails, or under the rollback switch."""
+    state = _state(request)
+    if reasons := state.not_ready_reasons():
+        return error(request.scope, 503, "not_ready", "; ".join(reasons), {"Retry-After": RETRY_AFTER_UNAVAILABLE})
+    return JSONResponse({"status": "ready", "region": state.settings.region})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _authorize(request: Request) -> Response | None:
+    token = _state(request).settings.admin_token
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return error(request.scope, 401, "unauthorized", "Authorization: Bearer <ADMIN_TOKEN> is required",
+                     {"WWW-Authenticate": "Bearer"})
+    if not token or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return error(request.scope, 403, "forbidden", "the bearer token is not the admin token")
+    return None
+
+
+async def drain(request: Request) -> Response:
+    """Stop taking webhooks (503) and report not-ready, so the load balancer moves traffic away."""
+    if refused := _authorize(request):
+        return refused
+    state = _state(request)
+    state.set_draining(True, "admin request")
+    return JSONResponse({"status": "draining", "region": state.settings.region})
+
+
+async def undrain(request: Request) -> Response:
+    if refused := _authorize(request):
+        return refused
+    state = _state(request)
+    state.set_draining(False, "admin request")
+    return JSONResponse({"status": "serving", "region": state.settings.region})

@@ -1,0 +1,58 @@
+"""PayNow webhook signatures: base64 HMAC-SHA256 over "{timestamp}." + body, several secrets, ±300 s window."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+TOLERANCE_MS = 300_000
+_MAX_TIMESTAMP_DIGITS = 15
+
+
+class SignatureError(Exception):
+    """A refused signature; `code` is the error code and `status` the HTTP status to answer with."""
+
+    def __init__(self, code: str, detail: str, status: int = 401) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
+    """The `paynow-signature` value PayNow sends for `body` at `timestamp_ms`."""
+    digest = hmac.new(secret, f"{timestamp_ms}.".encode() + body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify(secrets: Sequence[bytes], timestamp: str | None, signature: str | None, body: bytes,
+           *, now_ms: int) -> int:
+    """Return the signed timestamp (epoch ms) or raise SignatureError.
+
+    Every active secret is tried with a constant-time compare (rotation with overlap). The window check runs
+    after the MAC so an unauthenticated caller learns nothing about the clock.
+    """
+    if not timestamp or not signature:
+        missing = "paynow-timestamp" if not timestamp else "paynow-signature"
+        raise SignatureError("missing_signature", f"header {missing} is missing")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > _MAX_TIMESTAMP_DIGITS:
+        raise SignatureError("invalid_signature", "header paynow-timestamp must be epoch milliseconds")
+    try:
+        given = base64.b64decode(signature.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("invalid_signature", "header paynow-signature is not base64") from None
+    signed = timestamp.encode() + b"." + body
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret, signed, hashlib.sha256).digest()
+        matched |= hmac.compare_digest(expected, given)
+    if not matched:
+        raise SignatureError("invalid_signature", "paynow-signature does not match any active secret")
+    timestamp_ms = int(timestamp)
+    if abs(now_ms - timestamp_ms) > TOLERANCE_MS:
+        direction = "past" if timestamp_ms < now_ms else "future"
+        raise SignatureError("stale_timestamp",
+                             f"paynow-timestamp is more than {TOLERANCE_MS // 1000} s in the {direction}", 400)
+    return timestamp_ms

@@ -1,0 +1,200 @@
+"""Every webhook status with its body, on both paths; nothing is published for a refused request."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from ingress import create_app
+from schemas import decode_envelope
+from tests.ingress.conftest import (
+    LEGACY,
+    WEBHOOK,
+    RecordingPublisher,
+    make_settings,
+    now_ms,
+    order_body,
+    signed_headers,
+)
+
+PATHS = pytest.mark.parametrize("path", [WEBHOOK, LEGACY])
+
+
+@PATHS
+def test_signed_webhook_is_published_and_answered_202(client: TestClient, publisher: RecordingPublisher,
+                                                      path: str) -> None:
+    body = order_body("evt-42", uid="user-7")
+    response = client.post(path, content=body, headers=signed_headers(body))
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted", "eventId": "evt-42", "region": "europe-west1"}
+    [(data, attributes, key)] = publisher.messages
+    assert key == "uid:user-7"
+    assert attributes == {"version": "3", "eventId": "evt-42", "eventType": "ON_ORDER_COMPLETED",
+                          "region": "europe-west1"}
+    envelope = decode_envelope(data)
+    assert envelope["eventId"] == "evt-42" and envelope["region"] == "europe-west1"
+    assert envelope["data"]["rawPayload"] == body
+
+
+def test_ordering_key_falls_back_to_the_paynow_customer(client: TestClient, publisher: RecordingPublisher) -> None:
+    body = order_body(uid=None, customer="cust-99")
+    assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
+    assert publisher.messages[0][2] == "customer:cust-99"
+
+
+@PATHS
+def test_recent_duplicate_is_answered_200_without_a_second_publish(client: TestClient,
+                                                                   publisher: RecordingPublisher, path: str) -> None:
+    body = order_body("evt-dup")
+    assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
+    again = client.post(path, content=body, headers=signed_headers(body))  # PayNow's re-send: new timestamp
+    assert again.status_code == 200
+    assert again.json() == {"status": "accepted", "eventId": "evt-dup", "region": "europe-west1"}
+    assert len(publisher.messages) == 1
+
+
+def test_same_event_id_with_another_body_is_published_again(client: TestClient,
+                                                            publisher: RecordingPublisher) -> None:
+    first, changed = order_body("evt-x", lines=1), order_body("evt-x", lines=2)
+    assert client.post(WEBHOOK, content=first, headers=signed_headers(first)).status_code == 202
+    assert client.post(WEBHOOK, content=changed, headers=signed_headers(changed)).status_code == 202
+    assert len(publisher.messages) == 2
+
+
+@PATHS
+@pytest.mark.parametrize(("body", "detail"), [
+    (b"{not json", "body: not valid JSON"),
+    (b"[1, 2]", "body: must be a JSON object"),
+    (json.dumps({"id": "e1", "data": {}}).encode(), "event_type: missing"),
+    (json.dumps({"id": "e1", "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
+        "id": "o1", "customer": {"id": "c1"}, "lines": []}}}).encode(), "data.order.lines: must be a non-empty array"),
+    (json.dumps({"id": "e1", "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
+        "id": "o1", "lines": [{"product_id": "p", "quantity": 1}]}}}).encode(), "data.order.customer: missing"),
+])
+def test_unmappable_payload_is_400_naming_the_field(client: TestClient, publisher: RecordingPublisher, path: str,
+                                                   body: bytes, detail: str) -> None:
+    response = client.post(path, content=body, headers=signed_headers(body))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_payload"
+    assert response.json()["detail"].startswith(detail)
+    assert set(response.json()) == {"error", "detail"}
+    assert publisher.messages == []
+
+
+def test_ordering_key_over_pubsub_limit_is_400(client: TestClient, publisher: RecordingPublisher) -> None:
+    body = order_body(uid="u" * 2000)
+    response = client.post(WEBHOOK, content=body, headers=signed_headers(body))
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("customer.metadata.uid: makes an ordering key over 1024 bytes")
+    assert publisher.messages == []
+
+
+@PATHS
+def test_stale_timestamp_is_400(client: TestClient, publisher: RecordingPublisher, path: str) -> None:
+    body = order_body()
+    response = client.post(path, content=body, headers=signed_headers(body, timestamp_ms=now_ms() - 301_000))
+    assert response.status_code == 400
+    assert response.json() == {"error": "stale_timestamp", "detail": "paynow-timestamp is more than 300 s in the past"}
+    assert publisher.messages == []
+
+
+@PATHS
+@pytest.mark.parametrize(("change", "error", "detail"), [
+    ({"paynow-signature": None}, "missing_signature", "header paynow-signature is missing"),
+    ({"paynow-timestamp": None}, "missing_signature", "header paynow-timestamp is missing"),
+    ({"paynow-signature": "c2lnbmF0dXJl"}, "invalid_signature", "paynow-signature does not match any active secret"),
+])
+def test_bad_signature_is_401(client: TestClient, publisher: RecordingPublisher, path: str,
+                              change: dict[str, str | None], error: str, detail: str) -> None:
+    body = order_body()
+    headers = {k: v for k, v in {**signed_headers(body), **change}.items() if v is not None}
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {"error": error, "detail": detail}
+    assert publisher.messages == []
+
+
+@PATHS
+def test_body_over_64_kib_is_413(client: TestClient, publisher: RecordingPublisher, path: str) -> None:
+    body = order_body()[:-1] + b', "pad": "' + b"x" * 65536 + b'"}'
+    response = client.post(path, content=body, headers=signed_headers(body))
+    assert response.status_code == 413
+    assert response.json() == {"error": "payload_too_large", "detail": "body exceeds 65536 bytes"}
+    assert publisher.messages == []
+
+
+def test_body_of_exactly_64_kib_is_read(client: TestClient) -> None:
+    body = order_body()[:-1] + b', "pad": "'
+    body += b"x" * (65536 - len(body) - 2) + b'"}'
+    assert len(body) == 65536
+    assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
+
+
+@PATHS
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type_is_415(client: TestClient, publisher: RecordingPublisher, path: str,
+                                   content_type: str) -> None:
+    body = order_body()
+    response = client.post(path, content=body, headers=signed_headers(body, content_type=content_type))
+    assert response.status_code == 415
+    assert response.json() == {"error": "unsupported_media_type", "detail": "Content-Type must be application/json"}
+    assert publisher.messages == []
+
+
+def test_content_type_with_charset_is_accepted(client: TestClient) -> None:
+    body = order_body()
+    headers = signed_headers(body, content_type="application/json; charset=utf-8")
+    assert client.post(WEBHOOK, content=body, headers=headers).status_code == 202
+
+
+@PATHS
+def test_over_the_rate_limit_is_429_with_retry_after(path: str) -> None:
+    publisher = RecordingPublisher()
+    app = create_app(make_settings(RATE_LIMIT_BURST="2", RATE_LIMIT_PER_MINUTE="6"), publisher=publisher)
+    with TestClient(app) as client:
+        bodies = [order_body(f"evt-{i}") for i in range(3)]
+        statuses = [client.post(path, content=b, headers=signed_headers(b)).status_code for b in bodies]
+        assert statuses == [202, 202, 429]
+        body = order_body("evt-late")
+        response = client.post(path, content=body, headers=signed_headers(body))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] in {"9", "10"}
+    assert response.json() == {"error": "rate_limited",
+                               "detail": f"too many requests from this client; retry in "
+                                         f"{response.headers['retry-after']} s"}
+    assert len(publisher.messages) == 2
+
+
+@PATHS
+def test_publisher_failure_is_503_with_retry_after_and_nothing_published(path: str) -> None:
+    publisher = RecordingPublisher(fail=True)
+    with TestClient(create_app(make_settings(), publisher=publisher)) as client:
+        body = order_body("evt-down")
+        response = client.post(path, content=body, headers=signed_headers(body))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json() == {"error": "publish_unavailable",
+                                   "detail": "Pub/Sub did not confirm the message; retry later"}
+        assert publisher.messages == []
+        publisher.fail = False  # Pub/Sub is back: the re-send is published, not answered as a duplicate
+        retry = client.post(path, content=body, headers=signed_headers(body))
+    assert retry.status_code == 202
+    assert len(publisher.messages) == 1
+
+
+def test_draining_instance_answers_503(client: TestClient, publisher: RecordingPublisher) -> None:
+    client.app.state.ingress.set_draining(True, "test")  # type: ignore[attr-defined]
+    body = order_body()
+    response = client.post(WEBHOOK, content=body, headers=signed_headers(body))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["error"] == "draining"
+    assert publisher.messages == []
+
+
+def test_wrong_method_and_unknown_path_answer_json(client: TestClient) -> None:
+    wrong = client.get(WEBHOOK)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json() == {"error": "method_not_allowed", "detail": "Method Not Allowed"}
+    assert client.get("/nope").json() == {"error": "not_found", "detail": "Not Found"}
