@@ -1,0 +1,1 @@
+"""Beam streaming job: Pub/Sub envelopes -> version gate -> dedupe -> exactly-once Firestore points ledger."""

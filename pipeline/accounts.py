@@ -1,0 +1,82 @@
+"""ResolveAccount: the user an event belongs to (envelope uid, else `paynowCustomers/{customerId}.uid`)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from pipeline.firestore_client import FirestoreConfig, WriteFailed, with_retries
+from pipeline.model import Event, reject
+from pipeline.observability import log
+
+RESOLVED = "resolved"
+DLQ = "dlq"
+STEP = "ResolveAccount"
+
+
+class CustomerCache:
+    """customerId -> uid, remembered for `ttl` seconds; unknown customers are asked again every time."""
+
+    def __init__(self, lookup: Callable[[str], str | None], ttl: float, clock: Callable[[], float] = time.monotonic):
+        self._lookup = lookup
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def uid(self, customer_id: str) -> str | None:
+        hit = self._cache.get(customer_id)
+        if hit and self._clock() - hit[1] < self._ttl:
+            return hit[0]
+        uid = self._lookup(customer_id)
+        if uid:
+            self._cache[customer_id] = (uid, self._clock())
+        return uid
+
+
+class _ResolveFn(beam.DoFn):
+    def __init__(self, config: FirestoreConfig) -> None:
+        self._config = config
+
+    def setup(self) -> None:
+        self._client = self._config.client()
+        self._customers = CustomerCache(self._lookup, self._config.product_refresh_seconds)
+
+    def _lookup(self, customer_id: str) -> str | None:
+        ref = self._client.collection("paynowCustomers").document(customer_id)
+        snap = with_retries(lambda: ref.get(timeout=10), self._config.max_write_attempts)
+        uid = snap.get("uid") if snap.exists else None
+        return str(uid) if uid else None
+
+    def process(self, event: Event) -> Iterator[Any]:
+        customer = event.envelope["data"]["customer"]
+        try:
+            uid = customer.get("uid") or self._customers.uid(customer["id"])
+        except WriteFailed as exc:
+            verdict, reason = "write_failed", f"customer lookup failed: {exc}"
+        except Exception as exc:  # never let one element kill the job
+            log(logging.ERROR, "customer lookup crashed", eventId=event.envelope["eventId"], error=repr(exc))
+            verdict, reason = "write_failed", f"customer lookup crashed: {exc!r}"[:500]
+        else:
+            if uid:
+                yield dataclasses.replace(event, uid=str(uid))
+                return
+            verdict, reason = "unmapped_customer", f"no paynowCustomers/{customer['id']} with a uid"
+        yield beam.pvalue.TaggedOutput(DLQ, reject(event, verdict, reason, STEP))
+
+    def teardown(self) -> None:
+        self._client.close()
+
+
+class ResolveAccount(beam.PTransform):
+    """Event -> (`resolved`: Event with uid, `dlq`: Rejected unmapped_customer / write_failed)."""
+
+    def __init__(self, config: FirestoreConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return events | "Lookup" >> beam.ParDo(_ResolveFn(self._config)).with_outputs(DLQ, main=RESOLVED)

@@ -1,0 +1,245 @@
+"""ApplyToLedger: exactly-once Firestore commits (event doc + ledger entries + wallet Increment, atomically)."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from google.cloud import firestore
+
+from pipeline.batching import BatchInBundle
+from pipeline.firestore_client import CONFLICT, FirestoreConfig, WriteFailed, with_retries
+from pipeline.ledger import EventWrites, InvalidEvent, Product, UnmappedProduct, event_document, plan_event
+from pipeline.model import Event, reject
+from pipeline.observability import RegionMetrics, log
+from schemas import ordering_key
+
+COMMITTED = "committed"
+DLQ = "dlq"
+STEP = "ApplyToLedger"
+MAX_WRITES_PER_COMMIT = 450  # Firestore allows 500; leave room
+EVENTS_PER_BATCH = 100
+RESOLVE_ROUNDS = 3
+STATUS_OUTCOME = {"applied": "applied", "recorded": "recorded", "duplicate_business_key": "duplicate",
+                  "duplicate": "duplicate"}
+
+
+class ProductCatalog:
+    """`products/*` cached in memory, reloaded every `refresh_seconds` (or sooner when an id is missing)."""
+
+    MIN_RELOAD_GAP = 2.0
+
+    def __init__(self, load: Callable[[], dict[str, Product]], refresh_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._products: dict[str, Product] = {}
+        self._loaded_at: float | None = None
+
+    def products(self, *, missing: bool = False) -> dict[str, Product]:
+        now = self._clock()
+        stale = self._loaded_at is None or now - self._loaded_at >= self._refresh
+        if stale or (missing and now - self._loaded_at >= self.MIN_RELOAD_GAP):  # type: ignore[operator]
+            self._products = self._load()
+            self._loaded_at = now
+        return self._products
+
+
+@dataclass(frozen=True)
+class Planned:
+    event: Event
+    writes: EventWrites
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The fate of one planned event: a webhookEvents status, `duplicate` (doc existed) or `write_failed`."""
+
+    planned: Planned
+    status: str
+    reason: str = ""
+
+
+class LedgerWriter:
+    """Commits planned events; several per commit, one by one when a create precondition fails."""
+
+    def __init__(self, client: firestore.Client, config: FirestoreConfig,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._client = client
+        self._config = config
+        self._sleep = sleep
+
+    def _event_ref(self, event_id: str) -> Any:
+        return self._client.collection("webhookEvents").document(event_id)
+
+    def _entry_ref(self, uid: str, entry_id: str) -> Any:
+        return self._client.collection("users").document(uid).collection("ledger").document(entry_id)
+
+    def _paths(self, p: Planned) -> set[str]:
+        return {f"webhookEvents/{p.writes.event_id}"} | {f"users/{p.writes.uid}/ledger/{e}" for e in p.writes.entries}
+
+    def _commit(self, items: list[tuple[Planned, list[str]]]) -> None:
+        """One atomic commit creating each event doc and the given entries, with one Increment per wallet."""
+        batch = self._client.batch()
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(days=self._config.event_ttl_days)
+        deltas: dict[str, int] = {}
+        for p, entry_ids in items:
+            env = p.event.envelope
+            published = dt.datetime.fromtimestamp(p.event.message.publish_time_ms / 1000, dt.UTC)
+            batch.create(self._event_ref(p.writes.event_id), event_document(
+                env, p.writes, entry_ids, ordering_key=ordering_key(env), worker_region=self._config.region,
+                published_at=published, processed_at=firestore.SERVER_TIMESTAMP, expires_at=expires))
+            for entry_id in entry_ids:
+                batch.create(self._entry_ref(p.writes.uid, entry_id),
+                             {**p.writes.entries[entry_id], "createdAt": firestore.SERVER_TIMESTAMP})
+            if entry_ids:
+                deltas[p.writes.uid] = deltas.get(p.writes.uid, 0) + p.writes.delta(entry_ids)
+        for uid, delta in deltas.items():
+            wallet = self._client.collection("users").document(uid).collection("wallet").document("points")
+            batch.set(wallet, {"paidBalance": firestore.Increment(delta), "promoBalance": firestore.Increment(0),
+                               "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True)
+        with_retries(lambda: batch.commit(timeout=10, retry=None), self._config.max_write_attempts, self._sleep)
+
+    def _batches(self, planned: list[Planned]) -> Iterator[list[Planned]]:
+        """Greedy groups whose documents do not overlap and whose writes fit in one commit."""
+        group: list[Planned] = []
+        paths: set[str] = set()
+        for p in planned:
+            mine = self._paths(p)
+            writes = len(paths) + len(mine) + len({q.writes.uid for q in [*group, p]})
+            if group and (mine & paths or writes > MAX_WRITES_PER_COMMIT or len(group) >= EVENTS_PER_BATCH):
+                yield group
+                group, paths = [], set()
+            group.append(p)
+            paths |= mine
+        if group:
+            yield group
+
+    def apply(self, planned: list[Planned]) -> list[Applied]:
+        """Apply every planned event exactly once; the result says what each one did."""
+        results: list[Applied] = []
+        for group in self._batches(planned):
+            if len(group) == 1:
+                results.append(self._apply_one(group[0]))
+                continue
+            try:
+                self._commit([(p, list(p.writes.entries)) for p in group])
+            except CONFLICT:
+                results.extend(self._apply_one(p) for p in group)  # somebody's key exists: find whose
+            except WriteFailed as exc:
+                results.extend(Applied(p, "write_failed", str(exc)) for p in group)
+            else:
+                results.extend(Applied(p, "applied" if p.writes.entries else "recorded") for p in group)
+        return results
+
+    def _apply_one(self, p: Planned) -> Applied:
+        entry_ids = list(p.writes.entries)
+        try:
+            for _ in range(RESOLVE_ROUNDS):
+                try:
+                    self._commit([(p, entry_ids)])
+                except CONFLICT:
+                    entry_ids = self._missing_entries(p)
+                    if entry_ids is None:
+                        return Applied(p, "duplicate")
+                    continue
+                status = "recorded" if not p.writes.entries else "applied" if entry_ids else "duplicate_business_key"
+                return Applied(p, status)
+        except WriteFailed as exc:
+            return Applied(p, "write_failed", str(exc))
+        return Applied(p, "write_failed", f"create precondition kept failing after {RESOLVE_ROUNDS} rounds")
+
+    def _missing_entries(self, p: Planned) -> list[str] | None:
+        """None if the event doc exists (a duplicate); else the entries not yet in the ledger."""
+        attempts = self._config.max_write_attempts
+        event_ref = self._event_ref(p.writes.event_id)
+        if with_retries(lambda: event_ref.get(timeout=10), attempts, self._sleep).exists:
+            return None
+        refs = [self._entry_ref(p.writes.uid, e) for e in p.writes.entries]
+        snaps = with_retries(lambda: list(self._client.get_all(refs, timeout=10)), attempts, self._sleep)
+        existing = {s.id for s in snaps if s.exists}
+        return [e for e in p.writes.entries if e not in existing]
+
+
+def load_products(client: firestore.Client) -> dict[str, Product]:
+    """Every valid `products/{id}` document; an invalid one is logged and left out."""
+    products = {}
+    for snap in client.collection("products").stream(timeout=30):
+        try:
+            products[snap.id] = Product.from_doc(snap.to_dict() or {})
+        except ValueError as exc:
+            log(logging.WARNING, "invalid product document ignored", productId=snap.id, error=str(exc))
+    return products
+
+
+class _ApplyFn(beam.DoFn):
+    def __init__(self, config: FirestoreConfig) -> None:
+        self._config = config
+
+    def setup(self) -> None:
+        self._client = self._config.client()
+        self._writer = LedgerWriter(self._client, self._config)
+        self._catalog = ProductCatalog(
+            lambda: with_retries(lambda: load_products(self._client), self._config.max_write_attempts),
+            self._config.product_refresh_seconds)
+        self._metrics = RegionMetrics(self._config.region)
+
+    def _plan(self, event: Event) -> Planned:
+        assert event.uid, "ResolveAccount sets the uid"
+        try:
+            return Planned(event, plan_event(event.envelope, self._catalog.products(), event.uid))
+        except UnmappedProduct:
+            return Planned(event, plan_event(event.envelope, self._catalog.products(missing=True), event.uid))
+
+    def process(self, batch: list[Event]) -> Iterator[Any]:
+        planned: list[Planned] = []
+        for event in batch:
+            try:
+                planned.append(self._plan(event))
+            except UnmappedProduct as exc:
+                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "unmapped_product", str(exc), STEP))
+            except InvalidEvent as exc:
+                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "drop_malformed", str(exc), STEP))
+            except Exception as exc:  # catalog unreachable, or a bug: dead-letter it, never kill the job
+                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "write_failed", f"planning failed: {exc!r}"[:500],
+                                                           STEP))
+        try:
+            results = self._writer.apply(planned)
+        except Exception as exc:  # unexpected; the idempotent commit makes a replay from the DLQ safe
+            log(logging.ERROR, "ledger commit crashed", error=repr(exc)[:500])
+            results = [Applied(p, "write_failed", f"commit crashed: {exc!r}"[:500]) for p in planned]
+        now = time.time()
+        for result in results:
+            event = result.planned.event
+            if result.status == "write_failed":
+                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "write_failed", result.reason, STEP))
+                continue
+            self._metrics.outcome(STATUS_OUTCOME[result.status])
+            if result.status != "duplicate":
+                self._metrics.latency(now - event.message.publish_time_ms / 1000)
+            log(logging.DEBUG, "event committed", eventId=event.envelope["eventId"], status=result.status,
+                uid=event.uid, region=self._config.region)
+            yield event.message
+
+    def teardown(self) -> None:
+        self._client.close()
+
+
+class ApplyToLedger(beam.PTransform):
+    """Event (with uid) -> (`committed`: Message to acknowledge, `dlq`: Rejected)."""
+
+    def __init__(self, config: FirestoreConfig, events_per_batch: int = EVENTS_PER_BATCH) -> None:
+        super().__init__()
+        self._config = config
+        self._events_per_batch = events_per_batch
+
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (events
+                | "Batch" >> beam.ParDo(BatchInBundle(self._events_per_batch))
+                | "Commit" >> beam.ParDo(_ApplyFn(self._config)).with_outputs(DLQ, main=COMMITTED))

@@ -1,0 +1,52 @@
+"""The elements that flow between the pipeline's steps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas import Envelope
+
+VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_customer", "unmapped_product",
+            "write_failed")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Pub/Sub message; `ack_id` is set only by the acking read (the native read acks by itself)."""
+
+    data: bytes
+    attributes: dict[str, str]
+    publish_time_ms: int
+    message_id: str = ""
+    ordering_key: str = ""
+    ack_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded, gated envelope with its message; `uid` is filled in by ResolveAccount."""
+
+    message: Message
+    envelope: Envelope
+    uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message bound for the DLQ, with why and where it failed."""
+
+    message: Message
+    verdict: str
+    reason: str
+    step: str
+    source_region: str = "unknown"
+    event_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown DLQ verdict {self.verdict!r}")
+
+
+def reject(event: Event, verdict: str, reason: str, step: str) -> Rejected:
+    """The DLQ element for an event that failed after decoding."""
+    return Rejected(event.message, verdict, reason, step, event.envelope.get("region") or "unknown",
+                    event.envelope["eventId"])

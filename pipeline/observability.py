@@ -1,0 +1,109 @@
+"""Beam metrics and Prometheus series by worker region, and JSON log lines in Cloud Logging's shape."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import prometheus_client
+from apache_beam.metrics import Metrics
+
+NAMESPACE = "paynow"
+LOG = logging.getLogger("pipeline")
+
+_REGISTRY = prometheus_client.CollectorRegistry()
+_PROCESSING = prometheus_client.Histogram(
+    "paynow_worker_processing_seconds", "Pub/Sub publish to Firestore commit, per event", ["region"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=_REGISTRY)
+_EVENTS = prometheus_client.Counter(
+    "paynow_pipeline_events", "Events by final outcome (applied|duplicate|recorded|dlq)", ["region", "outcome"],
+    registry=_REGISTRY)
+_DLQ = prometheus_client.Counter("paynow_dlq", "Dead letters by verdict", ["region", "verdict"], registry=_REGISTRY)
+_SCHEMAS = prometheus_client.Counter(
+    "paynow_schema_versions", "Envelopes seen by writer version and compatibility", ["region", "version", "compatible"],
+    registry=_REGISTRY)
+
+_server_lock = threading.Lock()
+_server_port: int | None = None
+
+
+def serve_metrics(port: int) -> None:
+    """Serve Prometheus text on 127.0.0.1:port, once per process however many DoFns ask."""
+    global _server_port
+    if port <= 0:
+        return
+    with _server_lock:
+        if _server_port is None:
+            prometheus_client.start_http_server(port, addr="127.0.0.1", registry=_REGISTRY)
+            _server_port = port
+            LOG.info(json.dumps({"severity": "INFO", "message": "metrics endpoint up", "port": port}))
+
+
+class RegionMetrics:
+    """One worker region's counters: Beam metrics (named `<metric>_<region>`) and the Prometheus series."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._beam: dict[str, Any] = {}
+
+    def _counter(self, name: str) -> Any:
+        key = f"{name}_{self.region}"
+        if key not in self._beam:
+            self._beam[key] = Metrics.counter(NAMESPACE, key)
+        return self._beam[key]
+
+    def outcome(self, outcome: str, count: int = 1) -> None:
+        self._counter(outcome).inc(count)
+        _EVENTS.labels(self.region, outcome).inc(count)
+
+    def dead_letter(self, verdict: str) -> None:
+        self.outcome("dlq")
+        self._counter(f"dlq_{verdict}").inc()
+        _DLQ.labels(self.region, verdict).inc()
+
+    def schema_version(self, version: int | str, compatible: bool) -> None:
+        self._counter(f"schema_v{version}_{'compatible' if compatible else 'incompatible'}").inc()
+        _SCHEMAS.labels(self.region, str(version), str(compatible).lower()).inc()
+
+    def latency(self, seconds: float) -> None:
+        key = f"publish_to_commit_ms_{self.region}"
+        if key not in self._beam:
+            self._beam[key] = Metrics.distribution(NAMESPACE, key)
+        self._beam[key].update(max(0, int(seconds * 1000)))
+        _PROCESSING.labels(self.region).observe(max(0.0, seconds))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: severity, message, logger, plus any `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        try:
+            doc = json.loads(message)
+            if not isinstance(doc, dict):
+                raise ValueError
+        except ValueError:
+            doc = {"message": message}
+        doc.setdefault("severity", record.levelname)
+        doc.setdefault("logger", record.name)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Route every log record of this process through the JSON formatter on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("apache_beam").setLevel(max(level, logging.WARNING))
+
+
+def log(level: int, message: str, **fields: Any) -> None:
+    """Log one JSON line (cheap when the level is disabled)."""
+    if LOG.isEnabledFor(level):
+        LOG.log(level, json.dumps({"severity": logging.getLevelName(level), "message": message, **fields},
+                                  default=str))
