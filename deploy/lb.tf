@@ -1,0 +1,98 @@
+# Global external Application Load Balancer: one anycast IP and certificate, a serverless NEG per region.
+#
+# Health: serverless NEG backends cannot have load balancer health checks (the API refuses a backend
+# service that has both). Two mechanisms replace them:
+#   1. Cloud Run service health: each instance's readiness probe on /readyz (ingress.tf); Cloud Run reports
+#      a region whose instances fail it as unhealthy and the load balancer fails over to the other region.
+#   2. Outlier detection on the backend service: a region answering 5xx / failing at the gateway is ejected
+#      for base_ejection_time, while the retry policy re-sends the failed request (webhooks are idempotent
+#      by eventId, so a retried POST is safe).
+
+locals {
+  serving_regions = var.serving_regions == null ? keys(var.regions) : var.serving_regions
+}
+
+resource "google_compute_global_address" "ingress" {
+  name       = "paynow-ingress"
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_region_network_endpoint_group" "ingress" {
+  for_each              = var.regions
+  name                  = "paynow-ingress-${each.key}"
+  region                = each.key
+  network_endpoint_type = "SERVERLESS"
+
+  cloud_run {
+    service = google_cloud_run_v2_service.ingress[each.key].name
+  }
+}
+
+resource "google_compute_backend_service" "ingress" {
+  name                  = "paynow-ingress"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  protocol              = "HTTP" # the front end to Cloud Run hop is encrypted by Google either way
+  timeout_sec           = 30
+
+  dynamic "backend" {
+    for_each = toset(local.serving_regions)
+    content {
+      group = google_compute_region_network_endpoint_group.ingress[backend.value].id
+    }
+  }
+
+  outlier_detection {
+    consecutive_errors                    = 5
+    consecutive_gateway_failure           = 3
+    enforcing_consecutive_errors          = 100
+    enforcing_consecutive_gateway_failure = 100
+    max_ejection_percent                  = 50 # never eject both regions
+    interval {
+      seconds = 1
+    }
+    base_ejection_time {
+      seconds = 30
+    }
+  }
+
+  log_config {
+    enable      = true
+    sample_rate = 1.0
+  }
+}
+
+resource "google_compute_url_map" "ingress" {
+  name            = "paynow-ingress"
+  default_service = google_compute_backend_service.ingress.id
+
+  default_route_action {
+    retry_policy {
+      num_retries      = 2
+      retry_conditions = ["5xx", "gateway-error", "connect-failure", "reset", "refused-stream"]
+      per_try_timeout {
+        seconds = 10
+      }
+    }
+  }
+}
+
+resource "google_compute_managed_ssl_certificate" "ingress" {
+  name = "paynow-ingress"
+  managed {
+    domains = [var.domain]
+  }
+}
+
+resource "google_compute_target_https_proxy" "ingress" {
+  name             = "paynow-ingress"
+  url_map          = google_compute_url_map.ingress.id
+  ssl_certificates = [google_compute_managed_ssl_certificate.ingress.id]
+}
+
+resource "google_compute_global_forwarding_rule" "ingress" {
+  name                  = "paynow-ingress-https"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  ip_address            = google_compute_global_address.ingress.id
+  port_range            = "443"
+  target                = google_compute_target_https_proxy.ingress.id
+}

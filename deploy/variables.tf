@@ -1,0 +1,82 @@
+# Inputs of the deployment; terraform.tfvars.example shows a complete set.
+
+variable "project_id" {
+  description = "Google Cloud project that holds everything."
+  type        = string
+}
+
+variable "regions" {
+  description = "Ingress regions and their Cloud Run scaling. Adding a region = adding an entry (RUNBOOK.md)."
+  type = map(object({
+    min_instances = number
+    max_instances = number
+  }))
+  default = {
+    "us-central1"  = { min_instances = 1, max_instances = 20 }
+    "europe-west1" = { min_instances = 1, max_instances = 20 }
+  }
+
+  validation {
+    # Cloud Run service health needs at least one warm instance per region to compute health.
+    condition     = alltrue([for r in values(var.regions) : r.min_instances >= 1 && r.max_instances >= r.min_instances])
+    error_message = "Every region needs min_instances >= 1 (Cloud Run service health) and max_instances >= min_instances."
+  }
+}
+
+variable "primary_region" {
+  description = "PRIMARY_REGION of the ingress and the region of the primary Dataflow job."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "secondary_region" {
+  description = "SECONDARY_REGION of the ingress and the region of the standby Dataflow job."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "ingress_image" {
+  description = "Container image of the ingress (python -m ingress), e.g. us-central1-docker.pkg.dev/P/paynow/paynow-ingress:TAG."
+  type        = string
+}
+
+variable "multi_region_enabled" {
+  description = "Per-region MULTI_REGION_ENABLED; false on a secondary region makes its /readyz fail (rollback switch)."
+  type        = map(bool)
+  default     = {}
+}
+
+variable "domain" {
+  description = "Host name PayNow posts webhooks to; a Google-managed certificate is issued for it."
+  type        = string
+}
+
+variable "firestore_location" {
+  description = "Firestore location: nam5 (US multi-region) keeps the ledger next to the primary pipeline."
+  type        = string
+  default     = "nam5"
+}
+
+variable "event_schema_min_compatible" {
+  description = "EVENT_SCHEMA_MIN_COMPATIBLE of the ingress (the pipeline's --min_compatible is set at launch)."
+  type        = number
+  default     = 2
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids that receive the four alerts."
+  type        = list(string)
+  default     = []
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the ingress."
+  type        = string
+  default     = "INFO"
+}
+
+variable "serving_regions" {
+  description = "Regions whose NEG is attached to the load balancer; null = all of var.regions. Manual failover = one region (RUNBOOK.md)."
+  type        = list(string)
+  default     = null
+}
