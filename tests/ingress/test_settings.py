@@ -1,0 +1,75 @@
+"""Settings from the environment: defaults, parsing, and errors that name the bad setting."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from ingress import ConfigError, Settings
+
+REQUIRED = {"PAYNOW_WEBHOOK_SECRETS": "s1"}
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = Settings.from_env(REQUIRED)
+    assert settings.region == "us-central1"
+    assert settings.port == 8080
+    assert settings.topic == "projects/paynow-local/topics/paynow-events"
+    assert (settings.rate_limit_burst, settings.rate_limit_per_minute) == (100, 300)
+    assert settings.publish_timeout == 5.0
+    assert settings.event_schema_version == 3 and settings.event_schema_min_compatible == 2
+    assert settings.multi_region_enabled and not settings.rollback_not_ready
+
+
+def test_values_are_parsed_and_typed() -> None:
+    settings = Settings.from_env({
+        "PAYNOW_WEBHOOK_SECRETS": " new , old ", "REGION": "europe-west1", "GOOGLE_CLOUD_PROJECT": "my-project",
+        "PUBSUB_TOPIC": "events", "MULTI_REGION_ENABLED": "false", "PORT": "9000", "LOG_LEVEL": "debug",
+        "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "PUBLISH_TIMEOUT": "2.5", "ADMIN_TOKEN": "t"})
+    assert settings.webhook_secrets == (b"new", b"old")
+    assert settings.topic == "projects/my-project/topics/events"
+    assert settings.port == 9000 and settings.log_level == "DEBUG" and settings.publish_timeout == 2.5
+    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
+    assert settings.rollback_not_ready  # secondary region with multi-region off: the rollback switch
+
+
+def test_full_topic_path_is_kept() -> None:
+    settings = Settings.from_env({**REQUIRED, "PUBSUB_TOPIC": "projects/other-proj/topics/t-1"})
+    assert settings.topic == "projects/other-proj/topics/t-1"
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    settings = Settings.from_env({"PAYNOW_WEBHOOK_SECRETS": "super-secret-value", "ADMIN_TOKEN": "admin-secret"})
+    assert "super-secret-value" not in repr(settings) and "admin-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(("env", "setting"), [
+    ({}, "PAYNOW_WEBHOOK_SECRETS"),
+    ({"PAYNOW_WEBHOOK_SECRETS": "a,,b"}, "PAYNOW_WEBHOOK_SECRETS"),
+    ({**REQUIRED, "REGION": "Mars"}, "REGION"),
+    ({**REQUIRED, "REGION": "asia-east1"}, "REGION"),
+    ({**REQUIRED, "PRIMARY_REGION": "europe-west1"}, "SECONDARY_REGION"),
+    ({**REQUIRED, "MULTI_REGION_ENABLED": "maybe"}, "MULTI_REGION_ENABLED"),
+    ({**REQUIRED, "FAILOVER_ENABLED": "2"}, "FAILOVER_ENABLED"),
+    ({**REQUIRED, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({**REQUIRED, "EVENT_SCHEMA_VERSION": "2"}, "EVENT_SCHEMA_VERSION"),
+    ({**REQUIRED, "EVENT_SCHEMA_VERSION": "three"}, "EVENT_SCHEMA_VERSION"),
+    ({**REQUIRED, "EVENT_SCHEMA_MIN_COMPATIBLE": "4"}, "EVENT_SCHEMA_MIN_COMPATIBLE"),
+    ({**REQUIRED, "GOOGLE_CLOUD_PROJECT": "Bad_Project"}, "GOOGLE_CLOUD_PROJECT"),
+    ({**REQUIRED, "PUBSUB_TOPIC": "projects/p/topics"}, "PUBSUB_TOPIC"),
+    ({**REQUIRED, "PUBSUB_TOPIC": "9starts-with-digit"}, "PUBSUB_TOPIC"),
+    ({**REQUIRED, "PORT": "0"}, "PORT"),
+    ({**REQUIRED, "PORT": "http"}, "PORT"),
+    ({**REQUIRED, "RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"),
+    ({**REQUIRED, "RATE_LIMIT_PER_MINUTE": "-1"}, "RATE_LIMIT_PER_MINUTE"),
+    ({**REQUIRED, "TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"),
+    ({**REQUIRED, "TRUSTED_PROXIES": "proxy.internal"}, "TRUSTED_PROXIES"),
+    ({**REQUIRED, "PUBLISH_TIMEOUT": "0"}, "PUBLISH_TIMEOUT"),
+    ({**REQUIRED, "PUBLISH_BATCH_MAX": "1001"}, "PUBLISH_BATCH_MAX"),
+    ({**REQUIRED, "DRAIN_SECONDS": "-5"}, "DRAIN_SECONDS"),
+])
+def test_invalid_setting_fails_naming_it(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.setting == setting
+    assert str(caught.value).startswith(f"{setting}: ")
