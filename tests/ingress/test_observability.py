@@ -12,8 +12,15 @@ from starlette.testclient import TestClient
 from ingress import create_app
 from ingress.dedupe import RecentEvents
 from ingress.logging import configure_logging
-from tests.ingress.conftest import ADMIN_TOKEN, SECRET, WEBHOOK, RecordingPublisher, make_settings, order_body, \
-    signed_headers
+from tests.ingress.conftest import (
+    ADMIN_TOKEN,
+    SECRET,
+    WEBHOOK,
+    RecordingPublisher,
+    make_settings,
+    order_body,
+    signed_headers,
+)
 
 
 @pytest.fixture

@@ -13,8 +13,16 @@ from starlette.testclient import TestClient
 
 from ingress import create_app
 from ingress.signature import sign
-from tests.ingress.conftest import LEGACY, OLD_SECRET, SECRET, WEBHOOK, RecordingPublisher, make_settings, now_ms, \
-    order_body
+from tests.ingress.conftest import (
+    LEGACY,
+    OLD_SECRET,
+    SECRET,
+    WEBHOOK,
+    RecordingPublisher,
+    make_settings,
+    now_ms,
+    order_body,
+)
 
 DOCUMENTED = {200, 202, 400, 401, 413, 415}
 
