@@ -77,7 +77,7 @@ class TimerDedupeFn(_DedupeBase):
         _, event = element
         duplicate = self._check(event, seen)
         if not duplicate:
-            expiry.set(Timestamp.now() + self._ttl)
+            expiry.set(Timestamp(self._clock() + self._ttl))
         yield from self._emit(event, duplicate)
 
     @userstate.on_timer(_EXPIRY)

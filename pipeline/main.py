@@ -72,11 +72,13 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = N
                | "DedupeEventIds" >> DedupeEventIds(ledger.dedupe_ttl, region, with_timers=not acking))
     resolved = deduped.unique | "ResolveAccount" >> ResolveAccount(config)
     applied = resolved.resolved | "ApplyToLedger" >> sink(config)
-    # One branch per source instead of a Flatten: FnApiRunner never schedules a Flatten fed both by the
-    # unbounded pull stage and by a stage downstream of the stateful dedupe, so its elements would sit there.
-    dead = ({"Gate": gated.dlq, "Resolve": resolved.dlq, "Apply": applied.dlq}
-            | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region,
-                                                         ledger.subscription if acking else None))
+    dead_letters = {"Gate": gated.dlq, "Resolve": resolved.dlq, "Apply": applied.dlq}
+    if not acking:
+        dead_letters = {"All": tuple(dead_letters.values()) | "CollectDeadLetters" >> beam.Flatten()}
+    # The acking graph keeps one branch per source instead of a Flatten: FnApiRunner never schedules a Flatten
+    # fed both by the unbounded pull stage and by a stage after the stateful dedupe, so its elements would sit.
+    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region,
+                                                                     ledger.subscription if acking else None)
     if acking:
         ({"Duplicates": deduped.duplicate, "Committed": applied.committed, **dead}
          | "Acknowledge" >> Acknowledge(ledger.subscription))
