@@ -1,0 +1,452 @@
+"""The `paynow` command: the local two-region stack, traffic, audit, DLQ tools, drills, seeding and the demo."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ops.topology import DEFAULT_PROJECT, Topology
+
+VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_customer", "unmapped_product",
+            "write_failed")
+EPILOG = "The stack's state lives in $PAYNOW_HOME (default ./.paynow): stack.json, logs/, traffic/."
+
+
+class UsageError(Exception):
+    """Bad input the parser could not catch; printed as `paynow: error: …` with exit status 2."""
+
+
+class Failure(Exception):
+    """An operation that ran and failed (exit status 1)."""
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _mapping(text: str) -> tuple[str, str]:
+    customer, sep, uid = text.partition("=")
+    if not sep or not customer.strip() or not uid.strip():
+        raise argparse.ArgumentTypeError(f"expected CUSTOMER_ID=UID, got {text!r}")
+    return customer.strip(), uid.strip()
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ops.drills import NAMES, NORMAL_RATE, ORDER
+
+    parser = argparse.ArgumentParser(
+        prog="paynow", description="PayNow ledger operations: local two-region stack, traffic, audit, DLQ, drills.",
+        epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser("up", help="start the local two-region stack with live status (Ctrl-C stops it)",
+                             description="Start (or reuse, via *_EMULATOR_HOST) the emulators, create topics, seed "
+                                         "the catalog, start two ingresses behind HAProxy, primary + standby "
+                                         "pipelines and a traffic generator; show the live status until Ctrl-C.",
+                             epilog=EPILOG)
+    up.add_argument("--project", default=DEFAULT_PROJECT, help="project id (default %(default)s)")
+    up.add_argument("--rate", type=_positive(float), default=5.0, help="background webhooks/s (default %(default)s)")
+    up.add_argument("--no-traffic", action="store_true", help="do not start the background traffic generator")
+    up.add_argument("--no-status", action="store_true",
+                    help="no live view: print a status line every 10 s (for scripts and logs)")
+
+    commands.add_parser("down", help="stop the running stack and everything it started")
+
+    st = commands.add_parser("status", help="live status of the running stack")
+    st.add_argument("--once", action="store_true", help="print one view and exit")
+
+    tr = commands.add_parser("traffic", help="send a realistic signed webhook mix open-loop at a rate",
+                             description="Sign and send PayNow webhooks (orders, subscriptions, refunds and "
+                                         "chargebacks some before their purchase, duplicates, re-deliveries, "
+                                         "unmapped customers) plus v1/v2 legacy messages straight onto the topic. "
+                                         "Every webhook and its answers go to a JSONL log for `paynow audit`.")
+    tr.add_argument("--rate", type=_positive(float), default=NORMAL_RATE, help="webhooks/s (default %(default)s)")
+    tr.add_argument("--duration", type=_positive(float), default=30.0, help="seconds (default %(default)s)")
+    tr.add_argument("--target", help="base URL to POST to (default: the running stack's load balancer)")
+    tr.add_argument("--secret", help="webhook secret (default: the stack's, or $PAYNOW_WEBHOOK_SECRET)")
+    tr.add_argument("--seed", type=int, default=None, help="seed of the mix (default: random)")
+    tr.add_argument("--log", type=Path, help="JSONL record to write (default: $PAYNOW_HOME/traffic/…)")
+    tr.add_argument("--no-legacy", action="store_true", help="do not publish v1/v2 messages onto the topic")
+
+    au = commands.add_parser("audit", help="check the ledger: balances, business keys, every accepted webhook",
+                             description="For every user paidBalance == sum(ledger.amount); no business key "
+                                         "credited by two events; with traffic logs, every 2xx-answered webhook "
+                                         "has its webhookEvents doc or a DLQ record (read from the DLQ "
+                                         "subscription without consuming it), the expected entries exist, and "
+                                         "regional shares match. Exit status 1 on drift. Works on any Firestore: "
+                                         "the emulator when FIRESTORE_EMULATOR_HOST is set, else the real one.")
+    au.add_argument("--project", help="project id (default: the running stack's)")
+    au.add_argument("--database", default="(default)", help="Firestore database id (default %(default)s)")
+    au.add_argument("--traffic-log", type=_existing_file, action="append", default=[], metavar="FILE",
+                    help="a traffic JSONL record to check against (repeatable)")
+    au.add_argument("--all-traffic", action="store_true", help="check every traffic log of the running stack")
+    au.add_argument("--dlq-subscription", help="DLQ subscription (default: the stack's, or the project's default)")
+
+    dq = commands.add_parser("dlq", help="inspect and replay the dead-letter queue")
+    dq_commands = dq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    for name, text in (("list", "table of DLQ messages (nothing is consumed)"),
+                       ("show", "one DLQ message in full"),
+                       ("replay", "re-publish matching messages onto the main topic, ack them after the publish")):
+        p = dq_commands.add_parser(name, help=text, description=text)
+        p.add_argument("--project", help="project id (default: the running stack's)")
+        p.add_argument("--subscription", help="DLQ subscription (default: the project's)")
+        if name == "show":
+            p.add_argument("event_id", metavar="EVENT_ID", help="eventId (or Pub/Sub message id) to show")
+            continue
+        p.add_argument("--verdict", action="append", default=[], choices=VERDICTS, metavar="VERDICT",
+                       help=f"only this verdict (repeatable): {', '.join(VERDICTS)}")
+        p.add_argument("--region", help="only messages whose source or worker region is this")
+        p.add_argument("--event-id", action="append", default=[], help="only this eventId (repeatable)")
+        p.add_argument("--limit", type=_positive(int), help="at most this many")
+        if name == "list":
+            p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+        else:
+            p.add_argument("--topic", help="topic to replay onto (default: the project's main topic)")
+            p.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
+            p.add_argument("--all", action="store_true", help="replay everything (required without a filter)")
+
+    dr = commands.add_parser("drill", help="run a GameDay drill (or all) and print its figures",
+                             description=f"Drills: {', '.join(ORDER)}. Each uses the running stack "
+                                         "($PAYNOW_HOME/stack.json) or brings up its own, drives traffic, injects "
+                                         "its fault, audits and prints a table; exit status 1 on failure.")
+    dr.add_argument("name", metavar="NAME", choices=[*NAMES, "all"], help=f"one of: {', '.join(ORDER)}, all")
+    dr.add_argument("--duration", type=_positive(float), help="seconds of traffic (default: the drill's own; "
+                                                               "load: 1200)")
+    dr.add_argument("--rate", type=_positive(float), help="webhooks/s (default: normal rate; load: 2 × normal)")
+    dr.add_argument("--normal-rate", type=_positive(float), default=NORMAL_RATE,
+                    help="a normal day's webhooks/s (default %(default)s)")
+    dr.add_argument("--project", default=None, help="project id for a stack the drill starts itself")
+
+    se = commands.add_parser("seed", help="seed the product catalog and customer mappings")
+    se.add_argument("--project", help="project id (default: the running stack's)")
+    se.add_argument("--catalog", type=_existing_file, help="catalog JSON file (default: the known PayNow products)")
+    se.add_argument("--map", type=_mapping, action="append", default=[], metavar="CUSTOMER_ID=UID",
+                    help="map a PayNow customer to a user (repeatable)")
+
+    commands.add_parser("demo", help="single-region walkthrough: a handful of webhooks end to end, then tables")
+    return parser
+
+
+def _stack_info(required: bool) -> dict[str, Any] | None:
+    """The running stack's stack.json (pointing this process at its emulators), if there is one."""
+    from ops.stack import STACK_FILE, StackError, _supervisor_alive, home, read_info, use_emulators
+
+    info = read_info(home() / STACK_FILE)
+    if info and _supervisor_alive(info):
+        use_emulators(info)
+        return info
+    if required:
+        raise StackError(f"no running stack ({home() / STACK_FILE}); start one with `paynow up` "
+                         "or name its endpoints explicitly")
+    return None
+
+
+def _topology(project: str | None) -> tuple[Topology, dict[str, Any] | None]:
+    info = _stack_info(required=False) if project is None or project == _running_project() else None
+    if project is None:
+        if info is None:
+            raise UsageError("no running stack: give --project")
+        project = info["project"]
+    return Topology(project=project), info
+
+
+def _running_project() -> str | None:
+    from ops.stack import STACK_FILE, home, read_info
+
+    info = read_info(home() / STACK_FILE)
+    return info.get("project") if info else None
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """SIGTERM (from `paynow down`) unwinds like Ctrl-C, so every `finally` stops what it started."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_up(args: argparse.Namespace, console: Console) -> int:
+    from ops import status
+    from ops.stack import Config, Process, Stack
+
+    stack = Stack(Config(project=args.project))
+    with _terminate_on_sigterm():
+        try:
+            with console.status("starting the stack…") as spinner:
+                stack.start(progress=lambda step: spinner.update(f"starting: {step}…"))
+                if not args.no_traffic:
+                    argv = [sys.executable, "-m", "ops.cli", "traffic", "--rate", str(args.rate), "--duration",
+                            str(365 * 86400)]
+                    stack.processes["traffic"] = Process("traffic", argv, {"PAYNOW_HOME": str(stack.home)},
+                                                         str(stack.logs / "traffic.log"))
+                    stack.processes["traffic"].start()
+                    stack.write()
+            console.print(f"[bold green]stack up[/] · LB {stack.info['target']} · project {args.project} · "
+                          f"state {stack.stack_file} · logs {stack.logs}")
+            console.print("Ctrl-C (or `paynow down`) stops everything.")
+            if args.no_status:
+                collector = status.Collector(stack.info)
+                while True:
+                    view = collector.poll()
+                    console.print(" | ".join(
+                        f"{r.name} LB {r.lb_state} {r.rps:.1f} req/s ACK p95 {r.ack_p95_ms or 0:.1f} ms "
+                        f"worker p95 {r.worker_p95_ms or 0:.0f} ms" for r in view.regions)
+                        + f" | DLQ {dict(view.dlq_by_verdict)} | failovers {view.failover_events}")
+                    time.sleep(10)
+            else:
+                status.live(stack.info)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            console.print("stopping the stack…")
+            stack.stop()
+            console.print("stopped.")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, console: Console) -> int:
+    from ops.stack import down
+
+    stopped = down()
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from ops import status
+
+    info = _stack_info(required=True)
+    assert info is not None
+    if args.once:
+        collector = status.Collector(info)
+        collector.poll()
+        time.sleep(1)
+        console.print(status.render(collector.poll(), info))
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        status.live(info)
+    return 0
+
+
+def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
+    import uuid
+
+    from google.cloud import firestore
+
+    from ops import traffic
+    from ops.catalog import map_customer
+    from ops.stack import home
+
+    info = _stack_info(required=args.target is None)
+    target = args.target or (info or {}).get("target")
+    secret = args.secret or os.environ.get("PAYNOW_WEBHOOK_SECRET") or (info or {}).get("webhookSecret")
+    if not secret:
+        raise UsageError("no webhook secret: give --secret or set PAYNOW_WEBHOOK_SECRET")
+    run_id = uuid.uuid4().hex[:8]
+    mapped: dict[str, str] = {}
+    publisher = None
+    if info is not None:
+        mapped = traffic.Mix.mapped_customers_for(run_id)
+        client = firestore.Client(project=info["project"])
+        for customer, uid in mapped.items():
+            map_customer(client, customer, uid)
+        client.close()
+        if not args.no_legacy:
+            publisher = traffic.Publisher(info["topic"])
+    elif not args.no_legacy:
+        console.print("[yellow]no running stack: legacy v1/v2 messages are skipped (no topic to publish to)[/]")
+    mix = traffic.Mix(seed=args.seed if args.seed is not None else int(time.time()), run_id=run_id,
+                      mapped_customers=mapped, legacy=publisher is not None)
+    traffic_dir = Path((info or {}).get("trafficDir") or home() / "traffic")
+    log = args.log or traffic_dir / f"traffic-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}.jsonl"
+    console.print(f"sending {args.rate:g}/s for {args.duration:g} s to {target}; record {log}")
+    try:
+        stats = asyncio.run(traffic.run(target=target, secret=secret, rate=args.rate, duration=args.duration,
+                                        log_path=log, mix=mix, publisher=publisher,
+                                        progress=traffic.stderr_progress))
+    except KeyboardInterrupt:
+        console.print("\ninterrupted")
+        return 130
+    console.print(f"\ndone: {stats.line(args.duration)}")
+    return 0 if stats.failed == 0 else 1
+
+
+def cmd_audit(args: argparse.Namespace, console: Console) -> int:
+    from google.cloud import firestore
+
+    from ops import audit, traffic
+
+    info = _stack_info(required=False) if args.project is None or args.project == _running_project() else None
+    project = args.project or (info or {}).get("project")
+    if not project:
+        raise UsageError("no running stack: give --project")
+    logs = list(args.traffic_log)
+    if args.all_traffic:
+        if info is None:
+            raise UsageError("--all-traffic needs a running stack (or name the logs with --traffic-log)")
+        logs.extend(sorted(Path(info["trafficDir"]).glob("*.jsonl")))
+    records = [r for log in logs for r in traffic.read_log(log)] if logs else None
+    dlq_subscription = args.dlq_subscription or Topology(project=project).dlq_subscription
+    db = firestore.Client(project=project, database=args.database)
+    try:
+        report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription)
+    finally:
+        db.close()
+    console.print(report.table(f"Ledger audit · project {project} · {len(logs)} traffic log(s)"))
+    console.print("[bold green]no drift[/]" if report.ok else "[bold red]DRIFT[/]")
+    return 0 if report.ok else 1
+
+
+def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
+    from ops import dlq
+
+    topology, _ = _topology(args.project)
+    subscription = args.subscription or topology.dlq_subscription
+    if args.dlq_command == "show":
+        letters = [x for x in dlq.inspect(subscription)
+                   if args.event_id in (x.event_id, x.message_id)]
+        if not letters:
+            raise Failure(f"no DLQ message with eventId or message id {args.event_id!r} in {subscription}")
+        for letter in letters:
+            dlq.print_describe(console, letter)
+        return 0
+    flt = dlq.Filter(verdicts=frozenset(args.verdict), region=args.region, event_ids=frozenset(args.event_id))
+    if args.dlq_command == "list":
+        letters = dlq.inspect(subscription, flt, limit=args.limit)
+        if args.json:
+            for x in letters:
+                print(json.dumps({"eventId": x.event_id, "verdict": x.verdict, "messageId": x.message_id,
+                                  "sourceRegion": x.source_region, "workerRegion": x.worker_region,
+                                  "failedAt": x.failed_at_ms, "reason": (x.record or {}).get("reason", x.error),
+                                  "step": x._field("step")}))
+            return 0
+        console.print(dlq.table(letters, title=f"DLQ {subscription} · {len(letters)} message(s)"))
+        counts = dlq.summary(letters)
+        if counts:
+            console.print("by verdict: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0
+    if not (args.verdict or args.region or args.event_id or args.all):
+        raise UsageError("dlq replay: give a filter (--verdict, --region, --event-id) or --all")
+    topic = args.topic or topology.topic
+    result = dlq.replay(subscription=subscription, topic=topic, flt=flt, limit=args.limit, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    console.print(dlq.table(result.replayed, title=f"{verb} {len(result.replayed)} onto {topic}"))
+    console.print(f"{verb} {len(result.replayed)}; left in the DLQ {result.skipped + len(result.failed)}"
+                  + (f"; publish failed for {len(result.failed)}" if result.failed else ""))
+    for letter, error in result.failed:
+        console.print(f"[red]failed[/] {letter.event_id}: {error}")
+    return 1 if result.failed else 0
+
+
+def cmd_drill(args: argparse.Namespace, console: Console) -> int:
+    import uuid
+
+    from ops.drills import ORDER, run_drills
+    from ops.stack import Config, Stack, StackError
+
+    names = list(ORDER) if args.name == "all" else [args.name]
+    try:
+        stack = Stack.attach()
+        owned = False
+        console.print(f"using the running stack ({stack.stack_file})")
+    except StackError:
+        project = args.project or f"drill-{uuid.uuid4().hex[:8]}"
+        stack = Stack(Config(project=project))
+        owned = True
+    with _terminate_on_sigterm():
+        try:
+            if owned:
+                with console.status("starting a stack for the drill…") as spinner:
+                    stack.start(progress=lambda step: spinner.update(f"starting: {step}…"))
+            results = run_drills(stack, names, duration=args.duration, rate=args.rate,
+                                 normal_rate=args.normal_rate, console=console)
+        finally:
+            if owned:
+                stack.stop()
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_seed(args: argparse.Namespace, console: Console) -> int:
+    from google.cloud import firestore
+
+    from ops.catalog import CatalogError, load_catalog, map_customer, seed_products
+
+    topology, _ = _topology(args.project)
+    try:
+        catalog = load_catalog(args.catalog) if args.catalog else None
+    except CatalogError as exc:
+        raise UsageError(str(exc)) from None
+    db = firestore.Client(project=topology.project)
+    try:
+        count = seed_products(db, catalog)
+        for customer, uid in args.map:
+            map_customer(db, customer, uid)
+    finally:
+        db.close()
+    console.print(f"seeded {count} products and {len(args.map)} customer mapping(s) in {topology.project}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from ops.demo import run
+
+    with _terminate_on_sigterm():
+        return run(console)
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "traffic": cmd_traffic, "audit": cmd_audit,
+            "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ops.emulators import EmulatorUnavailable
+    from ops.haproxy import HAProxyError
+    from ops.stack import StackError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except UsageError as exc:
+        parser.exit(2, f"paynow: error: {exc}\n")
+    except (Failure, StackError, EmulatorUnavailable, HAProxyError) as exc:
+        console.print(f"[bold red]paynow: error:[/] {exc}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

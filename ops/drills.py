@@ -1,0 +1,500 @@
+"""The GameDay drills (issue D): each drives traffic, injects its fault, waits, audits and returns its figures."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from google.cloud import firestore, pubsub_v1
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ops import audit, dlq, status, traffic
+from ops.catalog import KNOWN_PRODUCTS, map_customer
+from ops.signing import signed_headers
+from ops.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
+
+NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
+DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
+                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0}
+NAMES = tuple(DEFAULT_DURATION)
+ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-replay", "rollback", "audit")
+ACK_P95_TARGET_MS = 50.0
+WORKER_P95_TARGET_MS = 250.0
+FAILOVER_TARGET_S = 5.0
+SETTLE_TIMEOUT_S = 120.0  # > the subscription's 60 s ack deadline: a killed worker's leases must expire first
+PUBLIC_MIX = {s: w for s, w in traffic.WEIGHTS.items() if not s.startswith("legacy_")}
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    target: str = ""
+    ok: bool | None = None  # None: reported, not judged
+
+
+@dataclass
+class Result:
+    name: str
+    figures: list[Figure] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(f.ok is not False for f in self.figures)
+
+    def add(self, name: str, value: Any, target: str = "", ok: bool | None = None) -> Figure:
+        figure = Figure(name, value if isinstance(value, str) else _fmt(value), target, ok)
+        self.figures.append(figure)
+        return figure
+
+    def figure(self, name: str) -> Figure:
+        return next(f for f in self.figures if f.name == name)
+
+    def table(self) -> Table:
+        verdict = "[bold green]PASS[/]" if self.passed else "[bold red]FAIL[/]"
+        out = Table(title=f"drill {self.name}: {verdict} ({self.seconds:.0f} s)", title_justify="left",
+                    header_style="bold")
+        out.add_column("figure")
+        out.add_column("value", justify="right")
+        out.add_column("target")
+        out.add_column("")
+        for f in self.figures:
+            mark = Text("-", style="dim") if f.ok is None else Text("pass", "green") if f.ok else Text("FAIL",
+                                                                                                    "bold red")
+            out.add_row(f.name, f.value, f.target, mark)
+        if self.error:
+            out.add_row("error", Text(self.error, style="red"), "", Text("FAIL", "bold red"))
+        return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+class Drills:
+    """Drills against one stack (started by the caller, or attached); `run(name)` returns its Result."""
+
+    def __init__(self, stack: Stack, *, duration: float | None = None, rate: float | None = None,
+                 normal_rate: float = NORMAL_RATE, console: Console | None = None) -> None:
+        self.stack = stack
+        self.duration = duration
+        self.rate = rate
+        self.normal_rate = normal_rate
+        self.console = console or Console(stderr=True)
+        self.db = firestore.Client(project=stack.config.project)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _duration(self, name: str) -> float:
+        return self.duration if self.duration is not None else DEFAULT_DURATION[name]
+
+    def _rate(self) -> float:
+        return self.rate if self.rate is not None else self.normal_rate
+
+    def _say(self, message: str) -> None:
+        self.console.log(message)
+
+    def send(self, name: str, *, rate: float, duration: float, weights: dict[str, int] | None = None,
+             legacy: bool = False, during: Callable[[float], Awaitable[None]] | None = None,
+             ) -> tuple[traffic.Stats, list[dict[str, Any]]]:
+        """Run the traffic generator (and `during(start)` alongside it); its stats and its records."""
+        run_id = uuid.uuid4().hex[:8]
+        mapped = traffic.Mix.mapped_customers_for(run_id)
+        for customer, uid in mapped.items():
+            map_customer(self.db, customer, uid)
+        mix = traffic.Mix(seed=hash(run_id) & 0xFFFF, run_id=run_id, mapped_customers=mapped,
+                          weights=weights or PUBLIC_MIX, legacy=legacy)
+        log_path = self.stack.traffic_dir / f"{name}-{time.strftime('%H%M%S')}-{run_id}.jsonl"
+        publisher = traffic.Publisher(self.stack.info["topic"]) if legacy else None
+
+        async def main() -> traffic.Stats:
+            started = time.monotonic()
+            sending = asyncio.create_task(traffic.run(
+                target=self.stack.info["target"], secret=self.stack.secret, rate=rate, duration=duration,
+                log_path=log_path, mix=mix, publisher=publisher))
+            if during is not None:
+                await during(started)
+            return await sending
+
+        self._say(f"{name}: sending {rate:g}/s for {duration:g} s to {self.stack.info['target']}")
+        stats = asyncio.run(main())
+        return stats, traffic.read_log(log_path)
+
+    def settle(self, records: list[dict[str, Any]], timeout: float = SETTLE_TIMEOUT_S) -> tuple[int, float]:
+        """Wait until every accepted event has a webhookEvents doc or a DLQ record: (still missing, seconds)."""
+        waiting = set(audit.accepted_events(records))
+        started = time.monotonic()
+        while True:
+            found = set()
+            ids = sorted(waiting)
+            for i in range(0, len(ids), 300):
+                refs = [self.db.collection("webhookEvents").document(e) for e in ids[i:i + 300]]
+                found |= {snap.id for snap in self.db.get_all(refs) if snap.exists}
+            waiting -= found
+            if waiting:
+                waiting -= {x.event_id for x in dlq.inspect(self.stack.info["dlqSubscription"])}
+            elapsed = time.monotonic() - started
+            if not waiting or elapsed > timeout:
+                return len(waiting), elapsed
+            time.sleep(0.5)
+
+    def audit_records(self, records: list[dict[str, Any]]) -> audit.Report:
+        return audit.run(self.db, traffic=records, dlq_subscription=self.stack.info["dlqSubscription"])
+
+    def _common(self, result: Result, stats: traffic.Stats, records: list[dict[str, Any]]) -> audit.Report:
+        """Figures every traffic drill reports: failures as PayNow saw them, processing, the audit."""
+        result.add("webhooks sent", stats.sent)
+        result.add("failed webhooks (no 2xx after PayNow's retries)", stats.failed, "0", stats.failed == 0)
+        result.add("webhooks re-sent after a non-2xx answer", stats.retried)
+        missing, waited = self.settle(records)
+        result.add("accepted events processed (webhookEvents or DLQ)", f"{missing} missing after {waited:.1f} s",
+                   "0 missing", missing == 0)
+        report = self.audit_records(records)
+        for name in ("accepted events neither processed nor in the DLQ (lost)", "business keys credited by two events",
+                     "expected ledger entries (business keys) present", "ledger entries nobody paid for",
+                     "users: paidBalance == sum(ledger.amount)"):
+            check = report.get(name)
+            result.add(f"audit: {name}", check.value, "", check.ok)
+        return report
+
+    def _shares(self, records: list[dict[str, Any]], since_ms: int = 0, until_ms: int | None = None
+                ) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in records:
+            if r["kind"] != "webhook" or not r["ok"]:
+                continue
+            at = r["attempts"][-1]["at"]
+            if at >= since_ms and (until_ms is None or at < until_ms):
+                out[r["region"]] = out.get(r["region"], 0) + 1
+        return out
+
+    def _worker_samples(self) -> dict[str, status.Samples | None]:
+        return {r: status.scrape(v["metricsUrl"]) for r, v in self.stack.info["pipelines"].items()}
+
+    def _ingress_samples(self) -> dict[str, status.Samples | None]:
+        return {r: status.scrape(v["url"] + "/metrics") for r, v in self.stack.info["ingress"].items()}
+
+    @staticmethod
+    def _p95_ms(before: dict[str, status.Samples | None], after: dict[str, status.Samples | None],
+                histogram: str) -> float | None:
+        cumulative: dict[float, float] = {}
+        for region, samples in after.items():
+            if samples is None:
+                continue
+            window = status.delta(samples, before.get(region))
+            for le, n in status.buckets(window, histogram).items():
+                cumulative[le] = cumulative.get(le, 0.0) + n
+        p95 = status.quantile(0.95, cumulative)
+        return None if p95 is None else p95 * 1000
+
+    def _lb_status(self, region: str) -> str:
+        return next((s.status for s in self.stack.lb_stats() if s.name == region), "?")
+
+    # -- the drills ----------------------------------------------------------------------------------------
+    def run(self, name: str) -> Result:
+        if name not in NAMES:
+            raise ValueError(f"unknown drill {name!r}; drills: {', '.join(ORDER)}")
+        result = Result(name)
+        started = time.monotonic()
+        try:
+            getattr(self, "drill_" + name.replace("-", "_"))(result)
+        except Exception as exc:  # a drill that cannot finish fails with its reason, the others still run
+            result.error = f"{type(exc).__name__}: {exc}"
+        result.seconds = time.monotonic() - started
+        return result
+
+    def drill_happy(self, result: Result) -> None:
+        stats, records = self.send("happy", rate=self._rate(), duration=self._duration("happy"))
+        shares = self._shares(records)
+        total = sum(shares.values()) or 1
+        for region in self.stack.config.regions:
+            share = shares.get(region, 0) / total
+            result.add(f"share acknowledged by {region}", f"{share:.1%}", "> 25 %", share > 0.25)
+        self._common(result, stats, records)
+
+    def drill_schema(self, result: Result) -> None:
+        before = self._worker_samples()
+        weights = {"order": 2, "legacy_v1": 1, "legacy_v2": 1}
+        stats, records = self.send("schema", rate=self._rate(), duration=self._duration("schema"), weights=weights,
+                                   legacy=True)
+        self._common(result, stats, records)
+        v1 = {r["eventId"] for r in records if r.get("scenario") == "legacy_v1"}
+        v2 = {r["eventId"] for r in records if r.get("scenario") == "legacy_v2"}
+        dead = {x.event_id: x.verdict for x in dlq.inspect(self.stack.info["dlqSubscription"])}
+        v1_ok = sum(1 for e in v1 if dead.get(e) == "drop_incompatible")
+        result.add("v1 published onto the topic", len(v1), "> 0", len(v1) > 0)
+        result.add("v1 in the DLQ as drop_incompatible", f"{v1_ok}/{len(v1)}", "all", v1_ok == len(v1))
+        refs = [self.db.collection("webhookEvents").document(e) for e in sorted(v2)]
+        applied = sum(1 for s in self.db.get_all(refs) if s.exists and (s.to_dict() or {}).get("status") == "applied")
+        result.add("v2 published onto the topic", len(v2), "> 0", len(v2) > 0)
+        result.add("v2 accepted and credited", f"{applied}/{len(v2)}", "all", applied == len(v2))
+        after = self._worker_samples()
+        compatible = seen = 0.0
+        for region, samples in after.items():
+            if samples is not None:
+                window = status.delta(samples, before.get(region))
+                compatible += status.total(window, status.SCHEMAS, compatible="true")
+                seen += status.total(window, status.SCHEMAS)
+        rate = compatible / seen if seen else 0.0
+        expected = 1 - len(v1) / seen if seen else 0.0
+        result.add("schema compatibility rate (pipeline metrics)", f"{rate:.2%} of {int(seen)}",
+                   f"≈ {expected:.2%} (1 − v1 share)", seen > 0 and abs(rate - expected) < 0.02)
+
+    def drill_webhook_failover(self, result: Result) -> None:
+        duration = max(self._duration("webhook-failover"), 12.0)
+        checkdowns = {s.name: s.check_down for s in self.stack.lb_stats()}
+        marks: dict[str, float] = {}
+
+        async def fault(started: float) -> None:
+            await asyncio.sleep(duration / 3)
+            marks["kill"] = time.time()
+            self._say(f"webhook-failover: kill -9 ingress {PRIMARY}")
+            await asyncio.to_thread(self.stack.kill, f"ingress-{PRIMARY}")
+            while not self._lb_status(PRIMARY).startswith("DOWN") and time.time() - marks["kill"] < 30:
+                await asyncio.sleep(0.05)
+            marks["down"] = time.time()
+            await asyncio.sleep(max(0.0, started + 2 * duration / 3 - time.monotonic()))
+            self._say(f"webhook-failover: bring {PRIMARY} back")
+            await asyncio.to_thread(self.stack.restart, f"ingress-{PRIMARY}")
+            await asyncio.to_thread(self.stack.wait_lb, {PRIMARY, SECONDARY}, 30)
+            marks["back"] = time.time()
+
+        stats, records = self.send("webhook-failover", rate=self._rate(), duration=duration, during=fault)
+        self._common(result, stats, records)
+        detect = marks["down"] - marks["kill"]
+        result.add(f"time until all traffic on {SECONDARY} (LB marks {PRIMARY} DOWN)", f"{detect:.2f} s",
+                   f"≤ {FAILOVER_TARGET_S:g} s", detect <= FAILOVER_TARGET_S)
+        during = self._shares(records, int(marks["down"] * 1000), int(marks["back"] * 1000))
+        result.add(f"answers by {PRIMARY} while it was out", during.get(PRIMARY, 0), "0", during.get(PRIMARY, 0) == 0)
+        first_try = sum(1 for r in records if r["kind"] == "webhook" and r["ok"] and len(r["attempts"]) == 1
+                        and marks["kill"] * 1000 <= r["sentAt"] <= marks["down"] * 1000)
+        result.add("webhooks sent during detection answered 2xx at first try (LB retried)", first_try)
+        events = sum(s.check_down - checkdowns.get(s.name, 0) for s in self.stack.lb_stats())
+        result.add("region_failover_events (LB UP→DOWN)", events, "≥ 1", events >= 1)
+        after = self._shares(records, int(marks["back"] * 1000))
+        result.add(f"answers by {PRIMARY} after it came back", after.get(PRIMARY, 0), "> 0", after.get(PRIMARY, 0) > 0)
+
+    def drill_worker_failover(self, result: Result) -> None:
+        duration = max(self._duration("worker-failover"), 9.0)
+        before = self._worker_samples()
+        marks: dict[str, float] = {}
+
+        async def fault(started: float) -> None:
+            await asyncio.sleep(duration / 3)
+            marks["kill"] = time.time()
+            self._say(f"worker-failover: kill -9 pipeline {PRIMARY}")
+            await asyncio.to_thread(self.stack.kill, f"pipeline-{PRIMARY}")
+
+        try:
+            stats, records = self.send("worker-failover", rate=self._rate(), duration=duration, during=fault)
+            self._common(result, stats, records)
+            after = self._worker_samples()
+            ids = sorted(audit.accepted_events(records))
+            by_worker: dict[str, int] = {}
+            late = 0
+            for i in range(0, len(ids), 300):
+                refs = [self.db.collection("webhookEvents").document(e) for e in ids[i:i + 300]]
+                for snap in self.db.get_all(refs):
+                    if snap.exists:
+                        doc = snap.to_dict() or {}
+                        by_worker[doc.get("workerRegion", "?")] = by_worker.get(doc.get("workerRegion", "?"), 0) + 1
+                        processed = doc.get("processedAt")
+                        if processed is not None and processed.timestamp() > marks["kill"]:
+                            late += doc.get("workerRegion") == SECONDARY
+            result.add(f"events committed by the standby ({SECONDARY}) after the kill", late, "> 0", late > 0)
+            result.add("events by worker region", ", ".join(f"{k} {v}" for k, v in sorted(by_worker.items())))
+            p95 = self._p95_ms(before, after, status.WORKER)
+            result.add("worker p95 (publish → commit)", "-" if p95 is None else f"{p95:.0f} ms",
+                       f"≤ {WORKER_P95_TARGET_MS:g} ms (reported; redelivered events wait for the ack deadline)")
+        finally:
+            self._say(f"worker-failover: restart pipeline {PRIMARY}")
+            self.stack.restart(f"pipeline-{PRIMARY}")
+
+    def drill_load(self, result: Result) -> None:
+        rate = self.rate if self.rate is not None else 2 * self.normal_rate
+        duration = self._duration("load")
+        ingress_before = self._ingress_samples()
+        worker_before = self._worker_samples()
+        memory: dict[str, list[int]] = {}
+
+        async def sample(started: float) -> None:
+            await asyncio.sleep(min(10.0, duration / 10))  # after warm-up
+            for name, process in self.stack.processes.items():
+                if process.alive():
+                    memory[name] = [group_rss_bytes(process.pid)]
+            await asyncio.sleep(max(0.0, started + duration - 0.5 - time.monotonic()))
+            for name, process in self.stack.processes.items():
+                if name in memory:
+                    memory[name].append(group_rss_bytes(process.pid))
+
+        stats, records = self.send("load", rate=rate, duration=duration, during=sample)
+        ack = self._p95_ms(ingress_before, self._ingress_samples(), status.ACK)
+        result.add("offered rate", f"{rate:g}/s for {duration:g} s", f"2 × normal ({self.normal_rate:g}/s)")
+        result.add("achieved rate", f"{stats.sent / duration:.1f}/s", f"≥ {0.9 * rate:.0f}/s",
+                   stats.sent / duration >= 0.9 * rate)
+        self._common(result, stats, records)
+        worker = self._p95_ms(worker_before, self._worker_samples(), status.WORKER)
+        result.add("webhook ACK p95 (ingress histogram)", "-" if ack is None else f"{ack:.1f} ms",
+                   f"≤ {ACK_P95_TARGET_MS:g} ms", ack is not None and ack <= ACK_P95_TARGET_MS)
+        result.add("worker p95 (publish → commit)", "-" if worker is None else f"{worker:.0f} ms",
+                   f"≤ {WORKER_P95_TARGET_MS:g} ms", worker is not None and worker <= WORKER_P95_TARGET_MS)
+        for name, (start, *end) in sorted(memory.items()):
+            if end:
+                growth = end[0] - start
+                limit = start * 0.25 + 32 * 2**20
+                result.add(f"RSS {name} (start → end)", f"{start / 2**20:.0f} → {end[0] / 2**20:.0f} MiB",
+                           "growth ≤ 25 % + 32 MiB", growth <= limit)
+
+    def drill_audit(self, result: Result) -> None:
+        records: list[dict[str, Any]] = []
+        for log in sorted(self.stack.traffic_dir.glob("*.jsonl")):
+            records.extend(traffic.read_log(log))
+        if records:
+            self.settle(records, timeout=60)
+        report = self.audit_records(records) if records else audit.run(self.db)
+        result.add("traffic logs audited", len(list(self.stack.traffic_dir.glob("*.jsonl"))))
+        for check in report.checks:
+            result.add(f"audit: {check.name}", check.value, "", check.ok)
+        planted = plant_drift(self.stack.config.project)
+        result.add("planted drifts detected (scratch project)", f"{planted[0]}/{planted[1]}", "all",
+                   planted[0] == planted[1])
+
+    def drill_dlq_replay(self, result: Result) -> None:
+        run = uuid.uuid4().hex[:8]
+        customer, uid = f"cus_replay_{run}", f"user_replay_{run}"
+        product = "458255787102310400"
+        points = KNOWN_PRODUCTS[product]["points"]
+        event_id = f"evt_replay_{run}"
+        body = (f'{{"id":"{event_id}","event_type":"ON_ORDER_COMPLETED","data":{{"order":{{"id":"ord_replay_{run}",'
+                f'"pretty_id":"R-{run}","customer":{{"id":"{customer}","email":"{customer}@example.com",'
+                f'"metadata":{{}}}},"lines":[{{"product_id":"{product}","quantity":2,"price":"9.99"}}]}}}}}}').encode()
+        response = httpx.post(self.stack.info["target"] + traffic.WEBHOOK_PATH, content=body,
+                              headers=signed_headers(self.stack.secret, body), timeout=10)
+        result.add("purchase by an unmapped customer accepted", response.status_code, "2xx",
+                   200 <= response.status_code < 300)
+        flt = dlq.Filter(verdicts=frozenset({"unmapped_customer"}), event_ids=frozenset({event_id}))
+        subscription = self.stack.info["dlqSubscription"]
+        started = time.monotonic()
+        while not dlq.inspect(subscription, flt) and time.monotonic() - started < 60:
+            time.sleep(0.5)
+        found = dlq.inspect(subscription, flt)
+        result.add("in the DLQ as unmapped_customer", f"{len(found)} after {time.monotonic() - started:.1f} s", "1",
+                   len(found) == 1)
+        map_customer(self.db, customer, uid)
+        replayed = dlq.replay(subscription=subscription, topic=self.stack.info["topic"],
+                              flt=dlq.Filter(verdicts=frozenset({"unmapped_customer"})))
+        mine = [x for x in replayed.replayed if x.event_id == event_id]
+        result.add("replayed (paynow dlq replay --verdict unmapped_customer)",
+                   f"{len(mine)} (of {len(replayed.replayed)} replayed)", "1", len(mine) == 1)
+        expected = 2 * points
+        balance, waited = self._wait_balance(uid, expected, 60)
+        result.add("credited after replay", f"{balance} points after {waited:.1f} s", str(expected),
+                   balance == expected)
+        publisher = pubsub_v1.PublisherClient(
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
+        if mine and mine[0].record is not None:  # an operator replays the same record again
+            dlq.republish(publisher, self.stack.info["topic"], mine[0].record, dlq.replay_ordering_key(mine[0]))
+            time.sleep(5)
+        balance, _ = self._wait_balance(uid, expected, 1)
+        entries = list(self.db.collection("users").document(uid).collection("ledger").stream())
+        result.add("balance after replaying it again", balance, str(expected), balance == expected)
+        result.add("ledger entries for the order", len(entries), "1", len(entries) == 1)
+
+    def _wait_balance(self, uid: str, expected: int, timeout: float) -> tuple[int, float]:
+        started = time.monotonic()
+        wallet = self.db.collection("users").document(uid).collection("wallet").document("points")
+        while True:
+            snap = wallet.get()
+            balance = int((snap.to_dict() or {}).get("paidBalance", 0)) if snap.exists else 0
+            if balance == expected or time.monotonic() - started > timeout:
+                return balance, time.monotonic() - started
+            time.sleep(0.3)
+
+    def drill_rollback(self, result: Result) -> None:
+        duration = max(self._duration("rollback"), 12.0)
+        marks: dict[str, float] = {}
+        name = f"ingress-{SECONDARY}"
+
+        async def switch(started: float) -> None:
+            await asyncio.sleep(duration / 4)
+            self._say(f"rollback: restart {SECONDARY} with MULTI_REGION_ENABLED=false")
+            marks["off"] = time.time()
+            await asyncio.to_thread(self.stack.restart, name, {"MULTI_REGION_ENABLED": "false"}, wait=False)
+            await asyncio.to_thread(self.stack.wait_lb, {PRIMARY}, 30)
+            marks["out"] = time.time()
+            await asyncio.sleep(max(0.0, started + 2 * duration / 3 - time.monotonic()))
+            self._say(f"rollback: restart {SECONDARY} with MULTI_REGION_ENABLED=true")
+            marks["on"] = time.time()
+            await asyncio.to_thread(self.stack.restart, name, {"MULTI_REGION_ENABLED": "true"})
+            await asyncio.to_thread(self.stack.wait_lb, {PRIMARY, SECONDARY}, 30)
+            marks["back"] = time.time()
+
+        try:
+            stats, records = self.send("rollback", rate=self._rate(), duration=duration, during=switch)
+        finally:
+            if self.stack.processes[name].env.get("MULTI_REGION_ENABLED") != "true":
+                self.stack.restart(name, {"MULTI_REGION_ENABLED": "true"})
+        self._common(result, stats, records)
+        result.add(f"{SECONDARY} out of rotation after the switch", f"{marks['out'] - marks['off']:.2f} s",
+                   "≤ 5 s", marks["out"] - marks["off"] <= 5)
+        during = self._shares(records, int(marks["out"] * 1000), int(marks["on"] * 1000))
+        result.add(f"answers by {SECONDARY} while rolled back", during.get(SECONDARY, 0), "0",
+                   during.get(SECONDARY, 0) == 0)
+        result.add(f"answers by {PRIMARY} while rolled back", during.get(PRIMARY, 0), "> 0", during.get(PRIMARY, 0) > 0)
+        after = self._shares(records, int(marks["back"] * 1000))
+        result.add(f"answers by {SECONDARY} after turning it back on", after.get(SECONDARY, 0), "> 0",
+                   after.get(SECONDARY, 0) > 0)
+
+
+def plant_drift(project: str) -> tuple[int, int]:
+    """Write three known drifts into a scratch project and count how many the auditor reports: (found, planted)."""
+    scratch = firestore.Client(project=f"{project[:20]}-drift-{uuid.uuid4().hex[:4]}")
+    try:
+        users = scratch.collection("users")
+        users.document("u1").collection("wallet").document("points").set({"paidBalance": 100})
+        users.document("u1").collection("ledger").document("purchase:o1:0").set({"amount": 90, "eventId": "e1"})
+        scratch.collection("webhookEvents").document("e1").set({"uid": "u1", "entryIds": ["purchase:o1:0"]})
+        scratch.collection("webhookEvents").document("e2").set({"uid": "u1", "entryIds": ["purchase:o1:0"]})
+        users.document("u2").collection("ledger").document("purchase:o2:0").set({"amount": 0, "eventId": "e9"})
+        report = audit.run(scratch)
+        found = sum(not report.get(name).ok for name in (
+            "users: paidBalance == sum(ledger.amount)", "business keys credited by two events",
+            "ledger entries without their webhookEvents doc"))
+        return found, 3
+    finally:
+        scratch.close()
+
+
+def run_drills(stack: Stack, names: list[str], *, duration: float | None = None, rate: float | None = None,
+               normal_rate: float = NORMAL_RATE, console: Console | None = None) -> list[Result]:
+    console = console or Console()
+    drills = Drills(stack, duration=duration, rate=rate, normal_rate=normal_rate, console=console)
+    results = []
+    try:
+        for name in names:
+            result = drills.run(name)
+            console.print(result.table())
+            results.append(result)
+    finally:
+        drills.close()
+    if len(results) > 1:
+        summary = Table(title="drills", title_justify="left", header_style="bold")
+        summary.add_column("drill")
+        summary.add_column("result")
+        summary.add_column("seconds", justify="right")
+        for r in results:
+            summary.add_row(r.name, "[green]PASS[/]" if r.passed else "[bold red]FAIL[/]", f"{r.seconds:.0f}")
+        console.print(summary)
+    return results
