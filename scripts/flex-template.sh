@@ -35,6 +35,8 @@ MAX_WORKERS=${MAX_WORKERS:-3}
 NUM_WORKERS=${NUM_WORKERS:-1}
 MACHINE_TYPE=${MACHINE_TYPE:-n2-standard-2}
 
+# The pipeline's per-event log lines (logger "pipeline", DEBUG) feed the log-based metrics in deploy/monitoring.tf;
+# only that logger is raised to DEBUG, Beam's own loggers stay at INFO.
 # The image and template live in the primary region's registry and one bucket; both jobs use the same ones.
 IMAGE_REGION=${IMAGE_REGION:-us-central1}
 IMAGE="${IMAGE_REGION}-docker.pkg.dev/${PROJECT}/${REPOSITORY}/paynow-ledger-pipeline:${TAG}"
@@ -95,7 +97,8 @@ launch() {
     --parameters "product_refresh_seconds=60" \
     --parameters "event_ttl_days=30" \
     --parameters "metrics_port=0" \
-    --parameters "sdk_container_image=${IMAGE}"
+    --parameters "sdk_container_image=${IMAGE}" \
+    --parameters 'sdk_harness_log_level_overrides={"pipeline":"DEBUG"}'
 }
 
 case "$command" in

@@ -164,7 +164,9 @@ def test_run_passes_every_template_parameter_once_with_a_valid_value() -> None:
     given = dict(pairs)
     assert len(given) == len(pairs), "a parameter is given twice"
     regexes = {p["name"]: p["regexes"] for p in metadata()["parameters"]}
-    assert set(given) == set(regexes) | {"sdk_container_image"}
+    # Beam's own options that the template needs besides the pipeline's flags.
+    assert set(given) == set(regexes) | {"sdk_container_image", "sdk_harness_log_level_overrides"}
+    assert json.loads(given["sdk_harness_log_level_overrides"]) == {"pipeline": "DEBUG"}
     for name, value in given.items():
         assert all(re.fullmatch(r, value) for r in regexes.get(name, [".+"])), (name, value)
 
