@@ -350,6 +350,10 @@ def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
                                   "failedAt": x.failed_at_ms, "reason": (x.record or {}).get("reason", x.error),
                                   "step": x._field("step")}))
             return 0
+        if not letters:
+            console.print(f"DLQ {subscription}: no message matches" if flt != dlq.Filter() else
+                          f"DLQ {subscription} is empty")
+            return 0
         console.print(dlq.table(letters, title=f"DLQ {subscription} · {len(letters)} message(s)"))
         counts = dlq.summary(letters)
         if counts:
@@ -424,6 +428,11 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         return run(console)
 
 
+def make_console() -> Console:
+    """A terminal's own width; 160 columns when the output goes to a file or pipe (logs, CI)."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "traffic": cmd_traffic, "audit": cmd_audit,
             "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo}
 
@@ -435,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         return COMMANDS[args.command](args, console)
     except UsageError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,8 +103,10 @@ def peek(subscriber: pubsub_v1.SubscriberClient, subscription: str, *, empty_pul
     empties = 0
     while empties < empty_pulls:
         try:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": PULL_BATCH,
-                                                "return_immediately": True}, timeout=timeout)
+            with warnings.catch_warnings():  # deprecated, but the only way to look without blocking
+                warnings.simplefilter("ignore", DeprecationWarning)
+                response = subscriber.pull(request={"subscription": subscription, "max_messages": PULL_BATCH,
+                                                    "return_immediately": True}, timeout=timeout)
         except exceptions.DeadlineExceeded:
             response = None
         received = list(response.received_messages) if response is not None else []

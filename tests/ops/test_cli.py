@@ -1,0 +1,92 @@
+"""The `paynow` command line: help, precise errors with exit status 2, and seeding/DLQ against the emulators."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore
+
+from ops import cli
+from ops.topology import Topology
+
+
+@pytest.fixture(autouse=True)
+def _no_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYNOW_HOME", str(tmp_path / "home"))
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("up", "down", "status", "traffic", "audit", "dlq", "drill", "seed", "demo"):
+        assert f"    {command} " in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "required: COMMAND"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["traffic", "--rate", "0"], "--rate: must be positive, got 0"),
+    (["traffic", "--duration", "soon"], "'soon' is not a number"),
+    (["drill", "chaos"], "invalid choice: 'chaos'"),
+    (["drill", "happy", "--duration", "-5"], "must be positive"),
+    (["dlq"], "required: ACTION"),
+    (["dlq", "list", "--verdict", "nope"], "invalid choice: 'nope'"),
+    (["dlq", "list", "--limit", "0"], "--limit: must be positive"),
+    (["dlq", "show"], "EVENT_ID"),
+    (["audit", "--traffic-log", "/nonexistent.jsonl"], "no such file: /nonexistent.jsonl"),
+    (["seed", "--map", "cus_1"], "expected CUSTOMER_ID=UID, got 'cus_1'"),
+    (["seed", "--map", "=u1"], "expected CUSTOMER_ID=UID"),
+])
+def test_bad_input_is_refused_precisely(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert message in _error(capsys, argv)
+
+
+def test_commands_that_need_a_stack_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", "--once"]) == 1
+    assert "no running stack" in capsys.readouterr().out
+    assert cli.main(["down"]) == 1
+    assert "no stack to stop" in capsys.readouterr().out
+    assert "no running stack: give --project" in _error(capsys, ["dlq", "list"])
+    assert "no running stack: give --project" in _error(capsys, ["audit"])
+
+
+def test_replay_without_a_filter_is_refused(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:
+    message = _error(capsys, ["dlq", "replay", "--project", topology.project])
+    assert "give a filter (--verdict, --region, --event-id) or --all" in message
+
+
+def test_seed_writes_the_catalog_and_mappings(capsys: pytest.CaptureFixture[str], topology: Topology,
+                                              tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"p1": {"points": 7, "kind": "one_time"}}))
+    assert cli.main(["seed", "--project", topology.project, "--catalog", str(catalog), "--map", "cus_9=user_9"]) == 0
+    assert "seeded 1 products and 1 customer mapping(s)" in capsys.readouterr().out
+    db = firestore.Client(project=topology.project)
+    assert db.document("products/p1").get().to_dict() == {"points": 7, "kind": "one_time", "active": True}
+    assert db.document("paynowCustomers/cus_9").get().to_dict() == {"uid": "user_9"}
+    db.close()
+    catalog.write_text(json.dumps({"p1": {"points": -1, "kind": "one_time"}}))
+    assert "points must be a non-negative integer" in _error(
+        capsys, ["seed", "--project", topology.project, "--catalog", str(catalog)])
+
+
+def test_dlq_list_and_show_on_an_empty_dlq(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:
+    assert cli.main(["dlq", "list", "--project", topology.project]) == 0
+    assert f"DLQ {topology.dlq_subscription} is empty" in capsys.readouterr().out
+    assert cli.main(["dlq", "show", "--project", topology.project, "evt_x"]) == 1
+    assert "no DLQ message with eventId or message id 'evt_x'" in capsys.readouterr().out
+
+
+def test_audit_of_an_empty_project_passes(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:
+    assert cli.main(["audit", "--project", topology.project]) == 0
+    assert "no drift" in capsys.readouterr().out

@@ -1,0 +1,118 @@
+"""DLQ tools against the Pub/Sub emulator: inspect without consuming, filters, show, replay and its acks."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from google.cloud import pubsub_v1
+
+from ops import dlq
+from ops.topology import Topology
+from schemas import encode_dlq_record, encode_envelope, encode_legacy, envelope_attributes, envelope_from_payload
+
+pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")
+
+
+def _envelope(event_id: str, uid: str | None, customer: str = "cus_1") -> tuple[bytes, dict[str, str]]:
+    metadata = f'{{"uid":"{uid}"}}' if uid else "{}"
+    body = (f'{{"id":"{event_id}","event_type":"ON_ORDER_COMPLETED","data":{{"order":{{"id":"o_{event_id}",'
+            f'"customer":{{"id":"{customer}","metadata":{metadata}}},'
+            f'"lines":[{{"product_id":"458255405240287232","quantity":1}}]}}}}}}').encode()
+    envelope = envelope_from_payload(body, timestamp_ms=1_700_000_000_000, region="europe-west1")
+    return encode_envelope(envelope), envelope_attributes(envelope)
+
+
+def _dead(topology: Topology, event_id: str, verdict: str, data: bytes, attributes: dict[str, str],
+          source: str = "europe-west1", failed_at: int = 1_700_000_000_000) -> None:
+    record = {"originalData": data, "originalAttributes": attributes, "verdict": verdict, "reason": f"{verdict}!",
+              "failedAt": failed_at, "step": "ResolveAccount", "sourceRegion": source, "workerRegion": "us-central1",
+              "eventId": event_id}
+    publisher = pubsub_v1.PublisherClient()
+    publisher.publish(topology.dlq_topic, encode_dlq_record(record), verdict=verdict, eventId=event_id,
+                      sourceRegion=source, workerRegion="us-central1", step="ResolveAccount").result(timeout=30)
+
+
+def _seed(topology: Topology) -> None:
+    data, attrs = _envelope("e1", None, "cus_unmapped")
+    _dead(topology, "e1", "unmapped_customer", data, attrs, failed_at=1_700_000_000_300)
+    data, attrs = _envelope("e2", "u2")
+    _dead(topology, "e2", "unmapped_product", data, attrs, source="us-central1", failed_at=1_700_000_000_200)
+    v1 = encode_legacy(1, {"version": 1, "eventId": "e3", "eventType": "ON_ORDER_COMPLETED", "payloadJson": "{}"})
+    _dead(topology, "e3", "drop_incompatible", v1, {"version": "1", "eventId": "e3"}, failed_at=1_700_000_000_100)
+
+
+def _main_messages(topology: Topology, expect: int, timeout: float = 10) -> list[pubsub_v1.types.ReceivedMessage]:
+    subscriber = pubsub_v1.SubscriberClient()
+    got: list[pubsub_v1.types.ReceivedMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < expect and time.monotonic() < deadline:
+        response = subscriber.pull(request={"subscription": topology.subscription, "max_messages": 100,
+                                            "return_immediately": True})
+        got.extend(response.received_messages)
+        if response.received_messages:
+            subscriber.acknowledge(request={"subscription": topology.subscription,
+                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+        else:
+            time.sleep(0.2)
+    subscriber.close()
+    return got
+
+
+def test_inspect_filters_and_consumes_nothing(topology: Topology) -> None:
+    _seed(topology)
+    everything = dlq.inspect(topology.dlq_subscription)
+    assert [x.event_id for x in everything] == ["e3", "e2", "e1"]  # oldest failure first
+    assert dlq.summary(everything) == {"drop_incompatible": 1, "unmapped_customer": 1, "unmapped_product": 1}
+    only = dlq.inspect(topology.dlq_subscription, dlq.Filter(verdicts=frozenset({"unmapped_customer"})))
+    assert [(x.event_id, x.verdict, x.source_region) for x in only] == [("e1", "unmapped_customer", "europe-west1")]
+    assert [x.event_id for x in dlq.inspect(topology.dlq_subscription, dlq.Filter(region="us-central1"))] == \
+        ["e3", "e2", "e1"]  # every message was handled by the us-central1 worker
+    assert [x.event_id for x in dlq.inspect(topology.dlq_subscription, dlq.Filter(event_ids=frozenset({"e2"})))] \
+        == ["e2"]
+    assert len(dlq.inspect(topology.dlq_subscription, limit=2)) == 2
+    assert len(dlq.inspect(topology.dlq_subscription)) == 3  # still all there
+
+
+def test_describe_shows_the_record_and_decoded_envelope(topology: Topology) -> None:
+    _seed(topology)
+    letters = {x.event_id: x for x in dlq.inspect(topology.dlq_subscription)}
+    shown = dlq.describe(letters["e1"])
+    assert shown["record"]["verdict"] == "unmapped_customer" and shown["record"]["reason"] == "unmapped_customer!"
+    assert shown["originalData"]["envelope"]["eventId"] == "e1"
+    assert shown["originalData"]["rawPayload"]["id"] == "e1"
+    assert shown["replayOrderingKey"] == "customer:cus_unmapped"
+    assert "IncompatibleVersion" in dlq.describe(letters["e3"])["originalData"]["decode"]
+    assert dlq.table(list(letters.values())).row_count == 3
+
+
+def test_replay_republishes_matching_messages_with_attributes_and_ordering_key(topology: Topology) -> None:
+    _seed(topology)
+    result = dlq.replay(subscription=topology.dlq_subscription, topic=topology.topic,
+                        flt=dlq.Filter(verdicts=frozenset({"unmapped_customer"})))
+    assert [x.event_id for x in result.replayed] == ["e1"] and result.skipped == 2 and not result.failed
+    (message,) = _main_messages(topology, 1)
+    original, attributes = _envelope("e1", None, "cus_unmapped")
+    assert message.message.data == original
+    assert dict(message.message.attributes) == attributes
+    assert message.message.ordering_key == "customer:cus_unmapped"
+    assert sorted(x.event_id for x in dlq.inspect(topology.dlq_subscription)) == ["e2", "e3"]  # acked, others stay
+
+
+def test_dry_run_and_limit_change_nothing_beyond_the_limit(topology: Topology) -> None:
+    _seed(topology)
+    dry = dlq.replay(subscription=topology.dlq_subscription, topic=topology.topic, dry_run=True)
+    assert len(dry.replayed) == 3 and dry.dry_run
+    assert len(dlq.inspect(topology.dlq_subscription)) == 3
+    assert _main_messages(topology, 1, timeout=1) == []
+    limited = dlq.replay(subscription=topology.dlq_subscription, topic=topology.topic, limit=1)
+    assert [x.event_id for x in limited.replayed] == ["e3"]  # the oldest failure first
+    assert len(_main_messages(topology, 1)) == 1
+    assert len(dlq.inspect(topology.dlq_subscription)) == 2
+
+
+def test_a_failed_publish_leaves_the_message_in_the_dlq(topology: Topology) -> None:
+    _seed(topology)
+    result = dlq.replay(subscription=topology.dlq_subscription, topic=f"projects/{topology.project}/topics/missing",
+                        flt=dlq.Filter(event_ids=frozenset({"e2"})))
+    assert not result.replayed and [x.event_id for x, _ in result.failed] == ["e2"]
+    assert len(dlq.inspect(topology.dlq_subscription)) == 3
