@@ -252,3 +252,18 @@ def test_firestore_rules_file_is_the_released_ruleset() -> None:
     assert files["content"] == '${file("${path.module}/firestore.rules")}'
     assert config.resource("google_firebaserules_release", "firestore")["name"] == "cloud.firestore"
     assert (DEPLOY / "firestore.rules").exists()
+
+
+# --- the ingress image -------------------------------------------------------------------------------------
+
+def test_ingress_image_builds_from_repository_sources_and_runs_the_ingress() -> None:
+    lines = [line.split(None, 1) for line in (DEPLOY / "ingress.Dockerfile").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    for op, args in lines:
+        if op == "COPY":
+            for source in args.split()[:-1]:
+                assert (ROOT / source).exists(), source
+    assert ["CMD", '["python", "-m", "ingress"]'] in lines
+    assert ["FROM", "python:3.11-slim"] in lines
+    build = (DEPLOY / "cloudbuild-ingress.yaml").read_text()
+    assert '"--file", "deploy/ingress.Dockerfile"' in build
