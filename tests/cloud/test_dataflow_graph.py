@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +107,23 @@ def test_the_offline_guard_refuses_google_hosts(no_network: list[str]) -> None:
     with pytest.raises(AssertionError, match="offline"):
         socket.getaddrinfo("dataflow.googleapis.com", 443)
     assert no_network == ["dataflow.googleapis.com"]
+
+
+def test_template_entry_point_launches_with_the_scripts_parameters(tmp_path: Path) -> None:
+    """What the Flex Template launcher does: python templates/main.py --<each parameter of the run command>
+    plus the Dataflow options it adds; here with dry_run, so the job is translated, not submitted."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(["bash", str(root / "scripts" / "flex-template.sh"), "run"], check=True, text=True,
+                         capture_output=True, timeout=20,
+                         env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "PROJECT": PROJECT, "TAG": "t1"})
+    words = shlex.split(out.stdout)
+    parameters = [f"--{words[i + 1]}" for i, word in enumerate(words) if word == "--parameters"]
+    launcher = ["--runner=DataflowRunner", f"--project={PROJECT}", "--region=us-central1",
+                f"--temp_location=gs://{PROJECT}-dataflow/temp", f"--staging_location=gs://{PROJECT}-dataflow/staging",
+                "--dry_run=True", "--no_auth"]
+    run = subprocess.run([sys.executable, str(root / "templates" / "main.py"), *launcher, *parameters],
+                         text=True, capture_output=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(line) for line in (run.stdout + run.stderr).splitlines() if line.startswith("{")]
+    assert {"message": "pipeline running", "state": "DONE"}.items() <= next(
+        line for line in lines if line.get("message") == "pipeline running").items()
