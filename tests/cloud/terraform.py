@@ -35,6 +35,8 @@ class Config:
     resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
     def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
@@ -71,6 +73,11 @@ def load() -> Config:
             config.locals.update(block)
         for block in doc.get("variable", []):
             config.variables.update(block)
+        for block in doc.get("data", []):
+            for kind, named in block.items():
+                config.data.update({(kind, name): body for name, body in named.items()})
+        for block in doc.get("output", []):
+            config.outputs.update(block)
     return config
 
 

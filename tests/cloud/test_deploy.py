@@ -267,3 +267,45 @@ def test_ingress_image_builds_from_repository_sources_and_runs_the_ingress() -> 
     assert ["FROM", "python:3.11-slim"] in lines
     build = (DEPLOY / "cloudbuild-ingress.yaml").read_text()
     assert '"--file", "deploy/ingress.Dockerfile"' in build
+
+
+# --- references (what `terraform validate` would catch first) ----------------------------------------------
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+def test_every_reference_names_something_declared() -> None:
+    config = load()
+    bodies = [*config.resources.values(), *config.outputs.values(), *config.data.values(), config.locals]
+    expressions = [e for body in bodies for text in strings(body) for e in re.findall(r"\$\{(.*?)\}", text)]
+    assert expressions
+    for expression in expressions:
+        for kind, name in re.findall(r"(?<![\w.])(google_\w+)\.(\w+)", expression):
+            assert (kind, name) in config.resources, expression
+        for kind, name in re.findall(r"\bdata\.(google_\w+)\.(\w+)", expression):
+            assert (kind, name) in config.data, expression
+        for name in re.findall(r"\bvar\.(\w+)", expression):
+            assert name in config.variables, expression
+        for name in re.findall(r"\blocal\.(\w+)", expression):
+            assert name in config.locals, expression
+
+
+def test_each_is_used_only_in_resources_with_for_each() -> None:
+    for (kind, name), body in load().resources.items():
+        uses_each = any("each." in text for text in strings({k: v for k, v in body.items() if k != "dynamic"}))
+        if uses_each:
+            assert "for_each" in body, f"{kind}.{name}"
+
+
+def test_per_region_references_index_per_region_resources() -> None:
+    config = load()
+    for (kind, name), body in config.resources.items():
+        for ref_kind, ref_name in re.findall(r"(google_\w+)\.(\w+)\[each\.key\]", " ".join(strings(body))):
+            assert config.resource(ref_kind, ref_name)["for_each"] == "${var.regions}", (kind, name, ref_name)
