@@ -1,0 +1,140 @@
+"""Issue A's walking skeleton, end to end with real processes: signed HTTP webhook -> ingress -> Pub/Sub
+emulator -> streaming pipeline (DirectRunner) -> Firestore emulator, plus a v1 message to the DLQ."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from google.cloud import firestore, pubsub_v1
+
+from ops.emulators import free_port
+from ops.signing import signed_headers
+from ops.topology import Topology
+from schemas import encode_legacy
+
+SECRET = "whsec_end_to_end"
+REGION = "europe-west1"
+UID = "user-e2e"
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, *args], env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float, logs: list[Path]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.25)
+    tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+
+
+@pytest.fixture
+def running_system(topology: Topology, firestore_db: firestore.Client,
+                   tmp_path: Path) -> Iterator[tuple[str, firestore.Client, list[Path]]]:
+    """One ingress and one pipeline process on the test's own project; both stopped afterwards."""
+    port = free_port()
+    logs = [tmp_path / "ingress.log", tmp_path / "pipeline.log"]
+    ingress = spawn(["-m", "ingress"], {
+        "REGION": REGION, "PORT": str(port), "PAYNOW_WEBHOOK_SECRETS": SECRET, "GOOGLE_CLOUD_PROJECT": topology.project,
+        "PUBSUB_TOPIC": topology.topic, "ADMIN_TOKEN": "admin-token-e2e", "PRIMARY_REGION": "us-central1",
+        "SECONDARY_REGION": REGION}, logs[0])
+    pipeline = spawn(["-m", "pipeline", "--subscription", topology.subscription, "--dlq_topic", topology.dlq_topic,
+                      "--project", topology.project, "--region", "us-central1"], {}, logs[1])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(f"{url}/readyz"), "ingress /readyz", 60, logs)
+        yield url, firestore_db, logs
+    finally:
+        stop(ingress)
+        stop(pipeline)
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def order_body(event_id: str) -> bytes:
+    return json.dumps({"id": event_id, "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
+        "id": "order-e2e", "pretty_id": "PN-1",
+        "customer": {"id": "cust-e2e", "email": "e2e@example.com", "metadata": {"uid": UID}},
+        "lines": [{"product_id": "458255787102310400", "quantity": 2, "price": "9.99"},
+                  {"product_id": "459935272365195264", "quantity": 1, "price": "1.99"}]}}}).encode()
+
+
+def post(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/webhooks/paynow", content=body, headers=signed_headers(SECRET, body), timeout=10)
+
+
+def test_signed_webhook_becomes_exactly_one_credit_and_v1_goes_to_the_dlq(
+        running_system: tuple[str, firestore.Client, list[Path]], topology: Topology) -> None:
+    url, db, logs = running_system
+    body = order_body("evt-e2e-1")
+    first = post(url, body)
+    assert first.status_code == 202, first.text
+    assert first.json() == {"status": "accepted", "eventId": "evt-e2e-1", "region": REGION}
+
+    event_ref = db.collection("webhookEvents").document("evt-e2e-1")
+    event = wait_for(lambda: event_ref.get().to_dict(), "webhookEvents/evt-e2e-1", 180, logs)
+    assert event["region"] == REGION
+    assert event["workerRegion"] == "us-central1"
+    assert event["status"] == "applied"
+    assert event["expiresAt"] > event["processedAt"]
+
+    wallet_ref = db.document(f"users/{UID}/wallet/points")
+    expected = 2 * 150 + 20
+    assert wallet_ref.get().to_dict()["paidBalance"] == expected
+    ledger = {doc.id: doc.to_dict() for doc in db.collection(f"users/{UID}/ledger").stream()}
+    assert set(ledger) == {"purchase:order-e2e:0", "purchase:order-e2e:1"}
+    assert sum(entry["amount"] for entry in ledger.values()) == expected
+
+    # The same webhook again (PayNow re-sends) and the same purchase under another event id: no new credit.
+    assert post(url, body).status_code in (200, 202)
+    assert post(url, order_body("evt-e2e-2")).status_code == 202
+    second = db.collection("webhookEvents").document("evt-e2e-2")
+    assert wait_for(lambda: second.get().to_dict(), "webhookEvents/evt-e2e-2", 60, logs)["status"] != "applied"
+
+    # A v1 message published straight onto the topic goes to the DLQ with its verdict.
+    publisher = pubsub_v1.PublisherClient()
+    v1 = encode_legacy(1, {"version": 1, "eventId": "evt-v1", "eventType": "ON_ORDER_COMPLETED", "payloadJson": "{}"})
+    publisher.publish(topology.topic, v1, eventId="evt-v1", version="1").result(timeout=30)
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        def dlq_message() -> Any:
+            response = subscriber.pull(subscription=topology.dlq_subscription, max_messages=10, timeout=5)
+            return response.received_messages
+        received = wait_for(dlq_message, "the v1 message on the DLQ", 60, logs)
+    finally:
+        subscriber.close()
+    attributes = received[0].message.attributes
+    assert attributes["verdict"] == "drop_incompatible"
+    assert attributes["eventId"] == "evt-v1"
+
+    assert wallet_ref.get().to_dict()["paidBalance"] == expected
+    assert len(list(db.collection(f"users/{UID}/ledger").stream())) == 2
