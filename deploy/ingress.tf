@@ -140,6 +140,12 @@ resource "google_cloud_run_v2_service" "ingress" {
     }
   }
 
+  # Traffic splits belong to operators (RUNBOOK.md: canary and fast rollback with gcloud); Terraform creates
+  # the service with 100 % on the latest revision and leaves the split alone afterwards.
+  lifecycle {
+    ignore_changes = [traffic, client, client_version]
+  }
+
   depends_on = [
     google_secret_manager_secret_iam_member.ingress_webhook_secrets,
     google_secret_manager_secret_iam_member.ingress_admin_token,
