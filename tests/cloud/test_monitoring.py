@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from schemas import codec
+
 from .terraform import DEPLOY, block, load
 
 ROOT = DEPLOY.parent
@@ -83,8 +85,9 @@ def test_schema_drops_above_a_tenth_of_a_percent_for_10_minutes() -> None:
     denominator, threshold = rest.rsplit(" > ", 1)
     assert float(threshold) == pytest.approx(0.001)
     assert promql_name("paynow/dead_letters") in numerator
+    # The schema verdicts are exactly the decode failures' own (schemas/codec.py).
     assert set(re.search(r'verdict=~"([^"]+)"', numerator)[1].split("|")) == {
-        "drop_incompatible", "unknown_schema", "drop_malformed"}
+        codec.MalformedMessage.verdict, codec.UnknownSchema.verdict, codec.IncompatibleVersion.verdict}
     assert 'subscription_id="paynow-events-pipeline"' in denominator
     assert alert("schema_drops")[1]["duration"] == "600s"
 
