@@ -6,11 +6,12 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ingress.envelope import encode
 from ingress.publisher import PublishUnavailable
 from ingress.responses import RETRY_AFTER_UNAVAILABLE, error, note
 from ingress.signature import SignatureError, verify
 from ingress.state import IngressState
-from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
+from schemas import PayloadError, envelope_attributes, envelope_from_payload, ordering_key
 
 MAX_ORDERING_KEY_BYTES = 1024  # Pub/Sub's limit; a longer key would fail every publish of its batch
 
@@ -38,7 +39,7 @@ async def webhook(request: Request) -> Response:
         if len(key.encode()) > MAX_ORDERING_KEY_BYTES:
             field = "customer.metadata.uid" if envelope["data"]["customer"].get("uid") else "customer.id"
             raise PayloadError(field, f"makes an ordering key over {MAX_ORDERING_KEY_BYTES} bytes")
-        data = encode_envelope(envelope)
+        data = encode(envelope)
     except PayloadError as exc:
         return error(scope, 400, "invalid_payload", f"{exc.field}: {exc.problem}")
     except (ValueError, TypeError, OverflowError) as exc:  # a value Avro cannot carry (lone surrogates, ...)

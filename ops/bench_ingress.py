@@ -1,0 +1,360 @@
+"""`python -m ops.bench_ingress`: the ingress against a hello-world Starlette app (and the Node peer), one run.
+
+Every server runs as one process on 127.0.0.1 and receives the same pre-signed PayNow webhooks (distinct event
+ids, so nothing is answered from the duplicate cache). Max throughput comes from wrk (closed loop, 32
+connections); latency at a fixed offered rate comes from an open-loop client in this module (wrk2 is not in
+Debian), which sends on a fixed schedule and measures each request from its scheduled send time, so a slow
+answer cannot hide the requests queued behind it. The ingress and the Node peer publish to a Pub/Sub
+emulator started here.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- ingress:begin -->", "<!-- ingress:end -->"
+NODE_PEER = ROOT.parent / "shared" / "peers" / "node-fastify-ingress"
+PROJECT = "paynow-bench"  # the Node peer publishes to projects/paynow-bench/topics/paynow-events
+SECRET = "bench-secret-0123456789"
+PATH = "/webhooks/paynow"
+CONNECTIONS, THREADS, MAX_SECONDS, WARMUP_SECONDS = 32, 2, 10, 3
+FIXED_RATE, FIXED_SECONDS = 500, 10
+MAX_REQUESTS = 60_000  # distinct requests per wrk phase; more than any server here answers in MAX_SECONDS
+
+
+async def _hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("Hello, world!")
+
+
+hello_app = Starlette(routes=[Route(PATH, _hello, methods=["POST"])])
+
+
+@dataclass
+class Loaded:
+    """What one load phase measured; latencies in milliseconds."""
+
+    rate: float
+    p50: float
+    p95: float
+    p99: float
+    failed: int
+    sent: int
+    cpu_ms: float = 0.0  # server process CPU per answered request (user + system), robust to other load
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path
+    ready_path: str | None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sign(timestamp_ms: int, body: bytes) -> str:
+    from ingress.signature import sign
+
+    return sign(SECRET.encode(), timestamp_ms, body)
+
+
+def signed_requests(prefix: str, count: int, *, users: int = 5_000) -> list[bytes]:
+    """Raw HTTP/1.1 requests, each a distinct ON_ORDER_COMPLETED signed now; uids spread over `users` keys."""
+    timestamp = time.time_ns() // 1_000_000
+    requests = []
+    for i in range(count):
+        body = json.dumps({"id": f"{prefix}-{i}", "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
+            "id": f"order-{prefix}-{i}", "pretty_id": f"PN-{i}",
+            "customer": {"id": f"cust-{i % users}", "email": f"user{i % users}@example.com",
+                         "metadata": {"uid": f"user-{i % users}"}},
+            "lines": [{"product_id": "459935272365195264", "quantity": 1, "price": "4.99"},
+                      {"product_id": "458255405240287232", "quantity": 2, "price": "9.99"}]}}}).encode()
+        head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"paynow-timestamp: {timestamp}\r\npaynow-signature: {_sign(timestamp, body)}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        requests.append(head.encode() + body)
+    return requests
+
+
+def _lua_string(raw: bytes) -> str:
+    text = raw.decode("ascii")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n") + '"'
+
+
+WRK_SCRIPT = """
+local requests = dofile("%(table)s")
+local next_id = 0
+function setup(thread) thread:set("tid", next_id); next_id = next_id + 1 end
+function init(args) step = tonumber(args[1]); i = tid end
+function request() i = i + step; return requests[(i %% #requests) + 1] end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%%d duration_us=%%d p50=%%d p95=%%d p99=%%d failed=%%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def wrk(port: int, requests: list[bytes], seconds: int, workdir: Path) -> Loaded:
+    """Closed-loop maximum: wrk with CONNECTIONS connections cycling through the pre-signed requests."""
+    table = workdir / "requests.lua"
+    table.write_text("return {\n" + ",\n".join(_lua_string(r) for r in requests) + "\n}\n")
+    script = workdir / "bench.lua"
+    script.write_text(WRK_SCRIPT % {"table": table})
+    out = subprocess.run(["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
+                          "-s", str(script), f"http://127.0.0.1:{port}{PATH}", "--", str(THREADS)],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    match = re.search(r"BENCH requests=(\d+) duration_us=(\d+) p50=(\d+) p95=(\d+) p99=(\d+) failed=(\d+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    sent, duration_us, p50, p95, p99, failed = (int(g) for g in match.groups())
+    return Loaded(sent / (duration_us / 1e6), p50 / 1000, p95 / 1000, p99 / 1000, failed, sent)
+
+
+async def _open_loop(port: int, requests: list[bytes], rate: int, seconds: int) -> Loaded:
+    idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
+    latencies: list[float] = []
+    failed = 0
+
+    async def exchange(request: bytes, reused: bool) -> bytes:
+        reader, writer = idle.popleft() if reused else await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+        except (OSError, asyncio.IncompleteReadError):
+            writer.close()
+            raise
+        idle.append((reader, writer))
+        return head
+
+    async def one(request: bytes, scheduled: float) -> None:
+        nonlocal failed
+        try:
+            try:
+                head = await exchange(request, reused=bool(idle))
+            except (OSError, asyncio.IncompleteReadError):  # a pooled connection the server had closed
+                head = await exchange(request, reused=False)
+        except (OSError, asyncio.IncompleteReadError):
+            failed += 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
+        if head[9:10] != b"2":
+            failed += 1
+
+    for _ in range(16):  # warm connections, like a load balancer's pool; used round-robin so none idles out
+        idle.append(await asyncio.open_connection("127.0.0.1", port))
+    count = rate * seconds
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(count):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(requests[i], scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for _, writer in idle:
+        writer.close()
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return Loaded(len(latencies) / elapsed, cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000, failed, count)
+
+
+def fixed_rate(port: int, requests: list[bytes], rate: int, seconds: int) -> Loaded:
+    """Open-loop latency at `rate` requests per second (uvloop client, measured from the scheduled send)."""
+    import uvloop
+
+    return uvloop.run(_open_loop(port, requests, rate, seconds))
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], ready_path: str | None, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early; log {log}:\n{log.read_text()[-2000:]}")
+        try:
+            if ready_path is None:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not come up on {port}; log {log}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _accepted_count(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("paynow_webhook_responses_total") and 'status="202"' in line)
+
+
+def measure(server: Server, workdir: Path) -> tuple[Loaded, Loaded, str]:
+    """Warm up, then the wrk maximum, then the fixed-rate phase; each phase with requests of its own."""
+    port = _free_port()
+    log = workdir / f"{server.name.split()[0].lower()}.log"
+    env = {**os.environ, **server.env, "PORT": str(port), "UVICORN_PORT": str(port)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(server.command, cwd=server.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        _wait_listening(port, process, server.ready_path, log)
+        tag = server.name.split()[0].lower()
+        wrk(port, signed_requests(f"{tag}-warm", 20_000), WARMUP_SECONDS, workdir)
+        requests = signed_requests(f"{tag}-max", MAX_REQUESTS)
+        cpu = _cpu_seconds(process.pid)
+        peak = wrk(port, requests, MAX_SECONDS, workdir)
+        peak.cpu_ms = (_cpu_seconds(process.pid) - cpu) * 1000 / max(peak.sent, 1)
+        steady = fixed_rate(port, signed_requests(f"{tag}-rate", FIXED_RATE * FIXED_SECONDS), FIXED_RATE, FIXED_SECONDS)
+        note = ""
+        if server.ready_path == "/readyz":
+            note = f"{_accepted_count(port)} answered 202 (published)"
+    finally:
+        _stop(process)
+    return peak, steady, note
+
+
+def _node_peer(workdir: Path) -> tuple[Server | None, str]:
+    """The Node peer in a reusable temp copy (npm install there, never in shared/), or why it is missing."""
+    if not NODE_PEER.is_dir() or shutil.which("npm") is None:
+        return None, "Node peer not measured: peer or npm missing"
+    copy = Path(tempfile.gettempdir()) / "paynow-bench-node-peer"
+    copy.mkdir(exist_ok=True)
+    for name in ("package.json", "server.js"):
+        shutil.copy2(NODE_PEER / name, copy / name)
+    result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=copy,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        return None, f"Node peer not measured: npm install failed ({result.stderr.strip()[-200:]})"
+    return Server("Node peer (Fastify + @google-cloud/pubsub)", ["node", "server.js"], {"SECRET": SECRET}, copy,
+                  None), ""
+
+
+def _row(name: str, peak: Loaded, steady: Loaded) -> str:
+    return (f"| {name} | {peak.rate:,.0f} | {peak.cpu_ms:.3f} | {peak.p50:.1f} / {peak.p95:.1f} / {peak.p99:.1f} | "
+            f"{steady.p50:.1f} / {steady.p95:.1f} / {steady.p99:.1f} | {steady.rate:,.0f} | "
+            f"{peak.failed + steady.failed} |")
+
+
+def run() -> str:
+    """Measure everything in one run and return the markdown section."""
+    from ops import emulators
+    from ops.topology import Topology
+
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench-ingress-") as tmp:
+        workdir = Path(tmp)
+        emulator = emulators.start("pubsub", log_dir=workdir)
+        saved = os.environ.get("PUBSUB_EMULATOR_HOST")
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+        try:
+            topology = Topology(project=PROJECT)
+            from google.cloud import pubsub_v1
+
+            pubsub_v1.PublisherClient().create_topic(name=topology.topic)
+            servers = [
+                Server("Hello-world Starlette", [python, "-m", "uvicorn", "ops.bench_ingress:hello_app", "--loop",
+                                                 "uvloop", "--http", "httptools", "--host", "127.0.0.1",
+                                                 "--no-access-log", "--log-level", "warning"], {}, ROOT, None),
+                Server("Ingress (python -m ingress)", [python, "-m", "ingress"], {
+                    "PAYNOW_WEBHOOK_SECRETS": SECRET, "GOOGLE_CLOUD_PROJECT": PROJECT, "PUBSUB_TOPIC": topology.topic,
+                    "PUBSUB_EMULATOR_HOST": emulator.host, "RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "INFO",
+                    "REGION": "us-central1"}, ROOT, "/readyz"),
+            ]
+            node, node_note = _node_peer(workdir)
+            if node is not None:
+                servers.append(node)
+            results = {server.name: measure(server, workdir) for server in servers}
+        finally:
+            emulator.stop()
+            if saved is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = saved
+    return _table(results, node_note)
+
+
+def _table(results: dict[str, tuple[Loaded, Loaded, str]], node_note: str) -> str:
+    hello = next(v for k, v in results.items() if k.startswith("Hello"))
+    ingress = next(v for k, v in results.items() if k.startswith("Ingress"))
+    ratio = ingress[0].rate / hello[0].rate
+    lines = [
+        f"Ingress benchmark (`python -m ops.bench_ingress`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{os.cpu_count()} cores shared by load generator, server and Pub/Sub emulator). Max: wrk "
+        f"-t{THREADS} -c{CONNECTIONS} {MAX_SECONDS} s after a {WARMUP_SECONDS} s warm-up. Fixed rate: open-loop "
+        f"client at {FIXED_RATE} req/s for {FIXED_SECONDS} s, latency from the scheduled send. All latencies in ms. "
+        "Every request is a distinct signed ON_ORDER_COMPLETED (2 lines, uids over 5,000 ordering keys).",
+        "",
+        "| server (one process) | max req/s | server CPU ms/req at max | p50 / p95 / p99 at max | "
+        "p50 / p95 / p99 at 500 req/s | achieved at 500 | failed |",
+        "|---|---|---|---|---|---|---|",
+        *(_row(name, peak, steady) for name, (peak, steady, _) in results.items()),
+        "",
+        f"- Ratio ingress / hello-world at max: **{ratio:.2f}** (target >= 0.2).",
+        f"- Ingress p99 at {FIXED_RATE} req/s offered: **{ingress[1].p99:.1f} ms** (target <= 20 ms); "
+        f"p95 at max: **{ingress[0].p95:.1f} ms** (target <= 50 ms).",
+        f"- Ingress: {ingress[2]} of {ingress[0].sent + ingress[1].sent:,} measured requests plus the warm-up "
+        "(none answered from the duplicate cache).",
+    ]
+    if node_note:
+        lines.append(f"- {node_note}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    table = run()
+    text = BENCHMARKS.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    BENCHMARKS.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
