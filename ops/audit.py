@@ -132,7 +132,8 @@ def _audit_traffic(report: Report, snapshot: Snapshot, accepted: dict[str, dict[
     in_dlq = sum(1 for e in accepted if e not in snapshot.events and e in dlq)
     report.add("accepted events (2xx or published)", len(accepted), True)
     report.add("  … with a webhookEvents doc / a DLQ record", f"{in_events} / {in_dlq}", True)
-    report.add("accepted events neither processed nor in the DLQ (lost)", len(missing), not missing, missing)
+    report.add("accepted events neither processed nor in the DLQ (lost)", len(missing), not missing,
+               (f"{e} ({accepted[e]['scenario']})" for e in missing))
     wrong = sorted(f"{e}: expected {a['dlq'] or 'processed'}, got {dlq.get(e) or 'processed'}"
                    for e, a in accepted.items() if not _outcome_as_expected(e, a, snapshot, dlq))
     report.add("events with an unexpected outcome (DLQ verdict)", len(wrong), not wrong, wrong)
