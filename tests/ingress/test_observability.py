@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -27,11 +28,15 @@ from tests.ingress.conftest import (
 def log_stream() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    switches = {name: getattr(logging, name) for name in ("_srcfile", "logThreads", "logProcesses",
+                                                            "logMultiprocessing")}
     stream = io.StringIO()
     configure_logging(region="europe-west1", service="paynow-ingress", level="INFO", stream=stream)
     yield stream
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, value in switches.items():
+        setattr(logging, name, value)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -48,6 +53,7 @@ def test_each_webhook_logs_one_json_line(log_stream: io.StringIO) -> None:
     accepted, refused = records
     assert accepted["severity"] == "INFO" and accepted["message"] == "webhook accepted"
     assert accepted["region"] == "europe-west1" and accepted["eventId"] == "evt-log"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(accepted["time"]))
     assert isinstance(accepted["latencyMs"], float) and accepted["status"] == 202
     assert refused["severity"] == "WARNING" and refused["error"] == "invalid_signature" and refused["status"] == 401
     output = log_stream.getvalue()
