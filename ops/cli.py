@@ -185,19 +185,24 @@ def _running_project() -> str | None:
 
 @contextlib.contextmanager
 def _terminate_on_sigterm() -> Iterator[None]:
-    """SIGTERM (from `paynow down`) unwinds like Ctrl-C, so every `finally` stops what it started."""
+    """SIGTERM (`paynow down`) and SIGHUP (closed terminal) unwind like Ctrl-C, so every `finally` stops what it
+    started; once unwinding, further signals are ignored so a second Ctrl-C cannot leave orphans behind."""
+    from ops.stack import STOP_SIGNALS, shield_from_signals
+
     def handler(signum: int, frame: Any) -> None:
+        shield_from_signals()
         raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, action in previous.items():
+            signal.signal(sig, action)
 
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     from ops import status
-    from ops.stack import Config, Process, Stack
+    from ops.stack import Config, Process, Stack, shield_from_signals
 
     stack = Stack(Config(project=args.project))
     with _terminate_on_sigterm():
@@ -228,6 +233,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            shield_from_signals()
             console.print("stopping the stack…")
             stack.stop()
             console.print("stopped.")
@@ -376,7 +382,7 @@ def cmd_drill(args: argparse.Namespace, console: Console) -> int:
     import uuid
 
     from ops.drills import ORDER, run_drills
-    from ops.stack import Config, Stack, StackError
+    from ops.stack import Config, Stack, StackError, shield_from_signals
 
     names = list(ORDER) if args.name == "all" else [args.name]
     try:
@@ -396,6 +402,7 @@ def cmd_drill(args: argparse.Namespace, console: Console) -> int:
                                  normal_rate=args.normal_rate, console=console)
         finally:
             if owned:
+                shield_from_signals()
                 stack.stop()
     return 0 if all(r.passed for r in results) else 1
 

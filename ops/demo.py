@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ops import dlq
 from ops.signing import signed_headers
-from ops.stack import PRIMARY, Config, Stack, home
+from ops.stack import PRIMARY, Config, Stack, home, shield_from_signals
 from ops.traffic import WEBHOOK_PATH
 from schemas import encode_legacy
 
@@ -122,6 +122,7 @@ def run(console: Console) -> int:
         console.print("interrupted")
         return 130
     finally:
+        shield_from_signals()
         with console.status("stopping everything…"):
             stack.stop()
     return 0

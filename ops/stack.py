@@ -35,6 +35,15 @@ DEMO_MAPPINGS = {"cus_demo_alice": "user_alice", "cus_demo_bob": "user_bob", "cu
 LOCAL_SETTINGS = {"RATE_LIMIT_BURST": "5000", "RATE_LIMIT_PER_MINUTE": "1200000", "DRAIN_SECONDS": "2"}
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def shield_from_signals() -> None:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP while stopping, so a second signal cannot cut the cleanup short."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StackError(RuntimeError):
     """The stack could not start, or a stack file is missing, stale or unreadable."""
 
