@@ -1,6 +1,7 @@
 """Firestore connection settings, error classes and bounded retries with exponential backoff."""
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -9,6 +10,8 @@ from typing import TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+
+from pipeline.observability import log
 
 T = TypeVar("T")
 
@@ -52,5 +55,8 @@ def with_retries(call: Callable[[], T], attempts: int, sleep: Callable[[float], 
         except TRANSIENT as exc:
             if attempt == attempts:
                 raise WriteFailed(f"{type(exc).__name__} after {attempts} attempts: {str(exc)[:300]}") from exc
-            sleep(backoff(attempt))
+            wait = backoff(attempt)
+            log(logging.WARNING, "firestore call failed, retrying", attempt=attempt, waitSeconds=round(wait, 2),
+                error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            sleep(wait)
     raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -96,12 +97,12 @@ def parse_options(argv: Sequence[str] | None) -> PipelineOptions:
     return options
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Validate, build and run until cancelled; exit status 2 on invalid flags."""
-    configure_logging(logging.INFO)
+def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger) -> int:
+    """Validate, build and run until cancelled; exit status 2 on invalid flags. LOG_LEVEL=DEBUG logs each event."""
+    configure_logging(logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper()))
     options = parse_options(argv)
     try:
-        pipeline = build_pipeline(options)
+        pipeline = build_pipeline(options, sink=sink)
     except ValueError as exc:
         print(f"invalid pipeline options: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +110,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     if resolved_read_mode(options) == "native":
         log_ready(subscription=options.view_as(LedgerOptions).subscription, region=worker_region(options),
                   read="native")
-    log(logging.INFO, "pipeline running", state=str(result.state))
     result.wait_until_finish()
+    log(logging.INFO, "pipeline stopped", state=str(result.state))
     return 0

@@ -18,8 +18,7 @@ from pipeline.batching import BatchInBundle
 from pipeline.model import Message
 from pipeline.observability import log
 
-ACK_DEADLINE_SECONDS = 60
-LEASE_EXTEND_EVERY = 15.0
+DEFAULT_ACK_DEADLINE = 60
 MAX_PULL = 1000
 MAX_IN_FLIGHT = 5000
 ACK_CHUNK = 2500
@@ -48,6 +47,7 @@ class Leases:
         self._lock = threading.Lock()
         self._client: pubsub_v1.SubscriberClient | None = None
         self._thread: threading.Thread | None = None
+        self._deadline = DEFAULT_ACK_DEADLINE
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -57,6 +57,7 @@ class Leases:
             self._ids.update(ack_ids)
             if self._thread is None:
                 self._client = pubsub_v1.SubscriberClient()
+                self._deadline = self._subscription_deadline(self._client)
                 self._thread = threading.Thread(target=self._extend_forever, name="lease-extender", daemon=True)
                 self._thread.start()
 
@@ -64,9 +65,18 @@ class Leases:
         with self._lock:
             self._ids.difference_update(ack_ids)
 
+    def _subscription_deadline(self, client: pubsub_v1.SubscriberClient) -> int:
+        """Extend by the subscription's own ack deadline, so a dead worker's leases lapse no later than usual."""
+        try:
+            sub = client.get_subscription(request={"subscription": self.subscription}, timeout=10)
+            return max(10, int(sub.ack_deadline_seconds))
+        except Exception as exc:
+            log(logging.WARNING, "subscription ack deadline unknown", error=repr(exc)[:300])
+            return DEFAULT_ACK_DEADLINE
+
     def _extend_forever(self) -> None:
         while True:
-            time.sleep(LEASE_EXTEND_EVERY)
+            time.sleep(self._deadline / 3)
             with self._lock:
                 ids = list(self._ids)
             for start in range(0, len(ids), ACK_CHUNK):
@@ -74,7 +84,7 @@ class Leases:
                     assert self._client is not None
                     self._client.modify_ack_deadline(request={
                         "subscription": self.subscription, "ack_ids": ids[start:start + ACK_CHUNK],
-                        "ack_deadline_seconds": ACK_DEADLINE_SECONDS}, timeout=10)
+                        "ack_deadline_seconds": self._deadline}, timeout=10)
                 except Exception as exc:  # expired ids or a blip: the next round or a redelivery covers it
                     log(logging.WARNING, "lease extension failed", error=repr(exc)[:300])
 

@@ -1,0 +1,152 @@
+"""The real streaming pipeline (`python -m pipeline`, DirectRunner, acking read) against the real emulators."""
+from __future__ import annotations
+
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore
+
+from ops import emulators
+from ops.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
+from ops.catalog import map_customer, seed_products
+from ops.emulators import free_port
+from ops.topology import Topology
+from schemas import encode_legacy
+from tests.pipeline import factories as f
+from tests.pipeline.test_graph import dlq_verdicts
+
+U1_EVENTS = [
+    f.order("e-o1", "o1", [(f.P20, 2), (f.P50, 1)]),
+    f.order("e-o1", "o1", [(f.P20, 2), (f.P50, 1)]),  # PayNow re-sent it: dropped by the dedupe
+    f.order("e-o1-resend", "o1", [(f.P20, 2), (f.P50, 1)]),  # same purchase, new event id: business key
+    f.order("e-r2", "o2", [(f.P150, 1)], event_type="ON_REFUND"),  # the refund arrives before its purchase
+    f.order("e-o2", "o2", [(f.P150, 1)]),
+    f.order("e-cb2", "o2", [(f.P150, 1)], event_type="ON_CHARGEBACK"),  # the line is already reversed
+    f.delivery("e-d1", "d1", f.P500, 1),
+    f.delivery("e-d2", "d2", f.P500, 1, order_id="o1"),  # tied to an order: recorded only
+    f.subscription("e-sa", "ON_SUBSCRIPTION_ACTIVATED", "s1", f.BASIC_MONTHLY, "2026-01-01T00:00:00Z"),
+    f.subscription("e-sr-same", "ON_SUBSCRIPTION_RENEWED", "s1", f.BASIC_MONTHLY, "2026-01-01T00:00:00Z"),
+    f.subscription("e-sr", "ON_SUBSCRIPTION_RENEWED", "s1", f.BASIC_MONTHLY, "2026-02-01T00:00:00Z"),
+    f.subscription("e-sc", "ON_SUBSCRIPTION_CANCELED", "s1", f.BASIC_MONTHLY, None),
+    f.subscription("e-se", "ON_SUBSCRIPTION_EXPIRED", "s1", f.BASIC_MONTHLY, None),
+]
+U1_LEDGER = {"purchase:o1:0": 40, "purchase:o1:1": 50, "reversal:o2:0": -150, "purchase:o2:0": 150,
+             "delivery:d1": 500, "subscription:s1:2026-01-01": 50, "subscription:s1:2026-02-01": 50}
+STATUSES = {"e-o1": "applied", "e-o1-resend": "duplicate_business_key", "e-r2": "applied", "e-o2": "applied",
+            "e-cb2": "duplicate_business_key", "e-d1": "applied", "e-d2": "recorded", "e-sa": "applied",
+            "e-sr-same": "duplicate_business_key", "e-sr": "applied", "e-sc": "recorded", "e-se": "recorded",
+            "e-u2": "applied"}
+
+
+def ledger(db: firestore.Client, uid: str) -> dict[str, int]:
+    return {d.id: d.get("amount") for d in db.collection(f"users/{uid}/ledger").stream()}
+
+
+def wallet(db: firestore.Client, uid: str) -> int | None:
+    snap = db.document(f"users/{uid}/wallet/points").get()
+    return snap.get("paidBalance") if snap.exists else None
+
+
+def event_statuses(db: firestore.Client) -> dict[str, str]:
+    return {d.id: d.get("status") for d in db.collection("webhookEvents").stream()}
+
+
+def metric_totals(port: int) -> Counter[str]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    totals: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("paynow_pipeline_events_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            totals[outcome] += int(float(line.rsplit(" ", 1)[1]))
+    return totals
+
+
+def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
+        topology: Topology, firestore_db: firestore.Client, tmp_path: Path) -> None:
+    map_customer(firestore_db, "c-mapped", "u2")
+    port = free_port()
+    with PipelineProcess(topology, "--metrics_port", str(port), log_dir=tmp_path, env={"LOG_LEVEL": "DEBUG"}) as pipe:
+        client = publisher()
+        publish_payloads(client, topology.topic, [
+            *U1_EVENTS, f.order("e-u2", "o3", [(f.P50, 1)], customer="c-mapped", uid=None),
+            f.order("e-nobody", "o4", [(f.P50, 1)], customer="c-unknown", uid=None),
+            f.order("e-404", "o5", [("404", 1)])], region="europe-west1")
+        client.publish(topology.topic, encode_legacy(1, {"version": 1, "eventId": "old", "eventType": "X",
+                                                        "payloadJson": "{}"}), region="us-central1").result()
+        client.publish(topology.topic, b"{not avro").result()
+
+        assert wait_until(lambda: len(event_statuses(firestore_db)) >= len(STATUSES), 60), pipe.log()[-3000:]
+        assert dlq_verdicts(topology, 4) == {
+            ("unmapped_customer", "ResolveAccount", "e-nobody"), ("unmapped_product", "ApplyToLedger", "e-404"),
+            ("drop_incompatible", "DecodeAndGate", None), ("drop_malformed", "DecodeAndGate", None)}
+        assert wait_until(lambda: sum(metric_totals(port).values()) >= 18, 20)
+        totals = metric_totals(port)
+        log = pipe.log()
+
+    assert event_statuses(firestore_db) == STATUSES
+    assert ledger(firestore_db, "u1") == U1_LEDGER and wallet(firestore_db, "u1") == sum(U1_LEDGER.values()) == 690
+    assert ledger(firestore_db, "u2") == {"purchase:o3:0": 50} and wallet(firestore_db, "u2") == 50
+    doc = firestore_db.document("webhookEvents/e-u2").get().to_dict()
+    assert doc["region"] == "europe-west1" and doc["workerRegion"] == "us-central1" and doc["uid"] == "u2"
+    assert doc["orderingKey"] == "customer:c-mapped" and doc["processedAt"] > doc["publishedAt"]
+    assert totals == {"applied": 7, "recorded": 3, "duplicate": 4, "dlq": 4}
+    assert log.count('"message": "pipeline ready"') == 1 and '"message": "event committed"' in log
+
+
+def test_standby_takes_over_after_kill_9_without_loss_or_double_credit(emulator_hosts: tuple[str, str],
+                                                                      tmp_path: Path) -> None:
+    topo = Topology(project=f"kill9-{free_port()}")
+    topo.create(ack_deadline_seconds=10)  # a dead worker's leases lapse after 10 s
+    db = firestore.Client(project=topo.project)
+    seed_products(db)
+    users = [f"k{i}" for i in range(20)]
+    payloads = [f.order(f"k-{n}", f"ko-{n}", [(f.P20, 1)], customer=f"c-{users[n % 20]}", uid=users[n % 20])
+                for n in range(400)]
+    client = publisher()
+    first = PipelineProcess(topo, log_dir=tmp_path).start()
+    try:
+        publish_payloads(client, topo.topic, payloads[:200])
+        assert wait_until(lambda: db.collection("webhookEvents").count().get()[0][0].value > 0, 30)
+        first.kill9()  # mid-stream: some committed, some leased and unacked, some never pulled
+        publish_payloads(client, topo.topic, payloads[200:])
+    finally:
+        first.kill9()
+    with PipelineProcess(topo, log_dir=tmp_path):
+        assert wait_until(lambda: db.collection("webhookEvents").count().get()[0][0].value == 400, 90)
+    assert len(list(db.collection_group("ledger").stream())) == 400
+    for uid in users:
+        assert wallet(db, uid) == 20 * 20 == sum(ledger(db, uid).values())
+
+
+def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, str], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    topo = Topology(project=f"outage-{free_port()}")
+    topo.create()
+    port = free_port()
+    store = emulators.start("firestore", port=port, log_dir=tmp_path)
+    env = {"FIRESTORE_EMULATOR_HOST": store.host}
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", store.host)
+    try:
+        db = firestore.Client(project=topo.project)
+        seed_products(db)
+        with PipelineProcess(topo, "--max_write_attempts", "12", log_dir=tmp_path, env=env) as pipe:
+            client = publisher()
+            publish_payloads(client, topo.topic, [f.order("warm", "warm", [(f.P20, 1)], uid="w")])
+            assert wait_until(lambda: wallet(db, "w") == 20, 30)
+            store.stop()  # the emulator keeps data in memory: what follows must all land after the restart
+            payloads = [f.order(f"out-{n}", f"oo-{n}", [(f.P50, 1)], customer=f"c{n % 5}", uid=f"o{n % 5}")
+                        for n in range(30)]
+            publish_payloads(client, topo.topic, payloads)
+            assert wait_until(lambda: "firestore call failed, retrying" in pipe.log(), 30), pipe.log()[-3000:]
+            store = emulators.start("firestore", port=port, log_dir=tmp_path)
+            db = firestore.Client(project=topo.project)
+            assert wait_until(lambda: db.collection("webhookEvents").count().get()[0][0].value == 30, 90), \
+                pipe.log()[-3000:]
+            assert dlq_verdicts(topo, 1, timeout=2) == set()
+        for n in range(5):
+            assert wallet(db, f"o{n}") == 6 * 50 == sum(ledger(db, f"o{n}").values())
+    finally:
+        store.stop()
+
