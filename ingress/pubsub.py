@@ -14,6 +14,7 @@ _PublishRequest = pubsub.PublishRequest.pb()
 _PublishResponse = pubsub.PublishResponse.pb()
 _PubsubMessage = pubsub.PubsubMessage.pb()
 _METHOD = "/google.pubsub.v1.Publisher/Publish"
+ENDPOINT = "pubsub.googleapis.com:443"
 # Reconnect quickly after an outage so /readyz and publishing recover within seconds, not gRPC's 120 s cap.
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
                     ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 30_000)]
@@ -35,7 +36,7 @@ class PubSubSender:
         if emulator_host:
             self._channel = grpc.aio.insecure_channel(emulator_host, options=_CHANNEL_OPTIONS)
         else:
-            self._channel = PublisherGrpcAsyncIOTransport.create_channel(options=_CHANNEL_OPTIONS)
+            self._channel = PublisherGrpcAsyncIOTransport.create_channel(ENDPOINT, options=_CHANNEL_OPTIONS)
         self._rpc = self._channel.unary_unary(_METHOD, request_serializer=_PublishRequest.SerializeToString,
                                               response_deserializer=_PublishResponse.FromString)
         self._topic = topic

@@ -34,21 +34,24 @@ async def webhook(request: Request) -> Response:
         return error(scope, exc.status, exc.code, exc.detail)
     try:
         envelope = envelope_from_payload(body, timestamp_ms=timestamp_ms, region=settings.region)
-        envelope["minCompatible"] = settings.event_schema_min_compatible
-        key = ordering_key(envelope)
-        if len(key.encode()) > MAX_ORDERING_KEY_BYTES:
-            field = "customer.metadata.uid" if envelope["data"]["customer"].get("uid") else "customer.id"
-            raise PayloadError(field, f"makes an ordering key over {MAX_ORDERING_KEY_BYTES} bytes")
-        data = encode(envelope)
     except PayloadError as exc:
         return error(scope, 400, "invalid_payload", f"{exc.field}: {exc.problem}")
-    except (ValueError, TypeError, OverflowError) as exc:  # a value Avro cannot carry (lone surrogates, ...)
-        return error(scope, 400, "invalid_payload", f"body: cannot be encoded ({type(exc).__name__})")
     event_id = envelope["eventId"]
     accepted = {"status": "accepted", "eventId": event_id, "region": settings.region}
     if state.recent.seen(event_id, body):
         note(scope, "duplicate", event_id=event_id)
         return JSONResponse(accepted, status_code=200)
+    envelope["minCompatible"] = settings.event_schema_min_compatible
+    key = ordering_key(envelope)
+    if len(key.encode()) > MAX_ORDERING_KEY_BYTES:
+        field = "customer.metadata.uid" if envelope["data"]["customer"].get("uid") else "customer.id"
+        return error(scope, 400, "invalid_payload", f"{field}: makes an ordering key over {MAX_ORDERING_KEY_BYTES} "
+                     "bytes", event_id=event_id)
+    try:
+        data = encode(envelope)
+    except (ValueError, TypeError, OverflowError) as exc:  # a value Avro cannot carry (lone surrogates, ...)
+        return error(scope, 400, "invalid_payload", f"body: cannot be encoded ({type(exc).__name__})",
+                     event_id=event_id)
     try:
         await state.publisher.publish(data, envelope_attributes(envelope), key)
     except PublishUnavailable:
