@@ -82,11 +82,13 @@ def _fingerprint(schema: dict[str, Any]) -> bytes:
     return crc64_avro(to_parsing_canonical_form(schema).encode()).to_bytes(8, "little")
 
 
+@cache
 def fingerprint(version: int) -> bytes:
     """The 8-byte little-endian CRC-64-AVRO fingerprint of envelope schema `version`."""
     return _fingerprint(ENVELOPE_SCHEMAS[version])
 
 
+_CURRENT_SCHEMA = ENVELOPE_SCHEMAS[CURRENT_VERSION]
 _VERSION_BY_FINGERPRINT = {fingerprint(v): v for v in ENVELOPE_SCHEMAS}
 _DLQ_FINGERPRINT = _fingerprint(DLQ_SCHEMA)
 
@@ -101,7 +103,7 @@ def _write(schema: dict[str, Any], record: dict[str, Any], header: bytes) -> byt
 
 def encode_envelope(envelope: Envelope) -> bytes:
     """Encode a v3 envelope dict as Avro single-object bytes."""
-    return _write(ENVELOPE_SCHEMAS[CURRENT_VERSION], envelope, fingerprint(CURRENT_VERSION))
+    return _write(_CURRENT_SCHEMA, envelope, fingerprint(CURRENT_VERSION))
 
 
 def encode_legacy(version: int, record: dict[str, Any]) -> bytes:
