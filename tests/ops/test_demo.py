@@ -1,0 +1,42 @@
+"""`paynow demo`: one region end to end, the tables it prints, and nothing left running afterwards."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ops import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
+              pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
+
+
+def _children() -> set[int]:
+    """Processes whose parent is this test process (the demo's ingress and pipeline would be)."""
+    mine = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                mine.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return mine
+
+
+def test_demo_prints_wallets_ledger_and_dlq_then_stops_everything(
+        emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PAYNOW_HOME", str(tmp_path))
+    before = _children()
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    rows = {" ".join(line.replace("│", " ").split()) for line in out.splitlines()}
+    assert "the same webhook again (duplicate) evt_demo_1 200 accepted us-central1" in rows
+    assert "user_alice 160 160" in rows  # 50 + 3 × 20 + a 50-point subscription period, credited once
+    assert "user_bob 0 0" in rows  # bob's order (via his mapping) and its refund net to zero
+    assert any(r.startswith("user_bob reversal:ord_demo_2:0 -150 reversal evt_demo_4") for r in rows)
+    assert any(r.startswith("evt_demo_v1 drop_incompatible") for r in rows)
+    assert any(r.startswith("evt_demo_5 unmapped_customer") for r in rows)
+    assert _children() <= before
+    assert not (tmp_path / "demo" / "stack.json").exists()
