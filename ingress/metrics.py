@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -30,10 +31,16 @@ class IngressMetrics:
         self.draining.labels(region).set(0)
         self.paused_keys.labels(region).set(0)
         self.publish_failures.labels(region)
+        self._children: dict[tuple[int, str, str], tuple[Any, Any]] = {}
 
     def observe(self, status: int, reason: str, outcome: str, seconds: float) -> None:
-        self.ack_seconds.labels(self.region, outcome).observe(seconds)
-        self.responses.labels(self.region, str(status), reason).inc()
+        children = self._children.get((status, reason, outcome))
+        if children is None:  # labels() validates and locks on every call; a request needs neither twice
+            children = (self.ack_seconds.labels(self.region, outcome),
+                        self.responses.labels(self.region, str(status), reason))
+            self._children[(status, reason, outcome)] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def publish_failed(self, messages: int) -> None:
         self.publish_failures.labels(self.region).inc(messages)

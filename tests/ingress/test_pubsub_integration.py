@@ -103,7 +103,9 @@ def test_outage_gives_503_and_the_resend_is_accepted_once_pubsub_is_back(own_emu
         assert refused.json() == {"error": "publish_unavailable",
                                   "detail": "Pub/Sub did not confirm the message; retry later"}
         assert client.get("/readyz").json() == {"error": "not_ready", "detail": "publisher unhealthy"}
-        assert 'paynow_publish_failures_total{region="europe-west1"} 1.0' in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert 'paynow_publish_failures_total{region="europe-west1"} 1.0' in metrics
+        assert 'paynow_paused_ordering_keys{region="europe-west1"} 0.0' in metrics  # the failed key was released
 
         restarted = emulators.start("pubsub", port=port, log_dir=tmp_path)
         try:
