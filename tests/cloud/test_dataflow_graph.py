@@ -125,5 +125,6 @@ def test_template_entry_point_launches_with_the_scripts_parameters(tmp_path: Pat
                          text=True, capture_output=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [json.loads(line) for line in (run.stdout + run.stderr).splitlines() if line.startswith("{")]
-    assert {"message": "pipeline running", "state": "DONE"}.items() <= next(
-        line for line in lines if line.get("message") == "pipeline running").items()
+    # The interface's readiness line (TEAM.md), here for the Dataflow-native read of the template's subscription.
+    ready = [line for line in lines if line.get("message") == "pipeline ready"]
+    assert ready and ready[0]["read"] == "native" and ready[0]["region"] == "us-central1", lines
