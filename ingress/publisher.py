@@ -113,7 +113,11 @@ class BatchingPublisher:
         queue.append(pending)
         self._queued += 1
         self._wake.set()
-        return await future
+        try:
+            async with asyncio.timeout(self._timeout + 1.0):  # a safety net: RPC deadlines normally end it first
+                return await future
+        except TimeoutError:
+            raise PublishUnavailable("no confirmation within the publish timeout") from None
 
     async def close(self) -> None:
         """Stop taking messages, wait until every queued one is confirmed or failed, then close the sender."""
@@ -136,7 +140,10 @@ class BatchingPublisher:
             self._wake.clear()
             if self._linger and self._queued < self._max_messages and not self._closing:
                 await asyncio.sleep(self._linger)
-            self._dispatch()
+            try:
+                self._dispatch()
+            except Exception:  # keep the only flusher alive; the callers' own timeouts answer them
+                log.exception("publisher dispatch failed")
 
     def _dispatch(self) -> None:
         now = asyncio.get_running_loop().time()

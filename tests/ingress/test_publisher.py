@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import pytest
@@ -205,3 +206,25 @@ def test_batches_are_capped_at_max_messages() -> None:
         return [len(rpc) for rpc in sender.rpcs]
 
     assert asyncio.run(scenario()) == [4, 4, 2]
+
+
+def test_a_sender_that_never_returns_still_fails_the_caller_in_bounded_time() -> None:
+    class Hanging(FakeSender):
+        async def send(self, messages: Sequence[Message], timeout: float) -> Sequence[str]:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 2.5
+            while loop.time() < end:  # swallows the RPC deadline's cancellation, like a wedged transport
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(end - loop.time())
+            return []
+
+    async def scenario() -> float:
+        publisher = BatchingPublisher(Hanging(), linger=0, timeout=0.1, probe_interval=60)
+        await publisher.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PublishUnavailable):
+            await publisher.publish(*msg("k", 0))
+        return loop.time() - started
+
+    assert 1.0 < asyncio.run(scenario()) < 2.0  # timeout + the 1 s safety net
