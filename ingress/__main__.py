@@ -54,7 +54,8 @@ def main() -> int:
     configure_logging(region=settings.region, service=settings.service_name, level=settings.log_level)
     app = create_app(settings)
     config = uvicorn.Config(app, host=HOST, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
-                            log_config=None, access_log=False, timeout_graceful_shutdown=settings.publish_timeout + 5)
+                            log_config=None, access_log=False,
+                            timeout_graceful_shutdown=int(settings.publish_timeout) + 5)
     server = DrainingServer(config, state=app.state.ingress, drain_seconds=settings.drain_seconds)
     log.info("ingress starting", extra={"detail": f"{HOST}:{settings.port} topic {settings.topic}"})
     server.run()

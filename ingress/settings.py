@@ -32,7 +32,7 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def text(self, name: str, default: str | None = None) -> str:
         value = self.environ.get(name, "").strip()
         if value:
             return value
@@ -40,7 +40,7 @@ class _Reader:
             raise ConfigError(name, "is required")
         return default
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.environ.get(name, "").strip().lower()
         if not value:
             return default
@@ -62,19 +62,19 @@ class _Reader:
             raise ConfigError(name, f"must be between {low:g} and {high:g}, got {value:g}")
         return value
 
-    def int(self, name: str, default: int, *, low: int, high: int) -> int:
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         return int(self.number(name, default, low=low, high=high, integer=True))
 
 
 def _region(reader: _Reader, name: str, default: str) -> str:
-    value = reader.str(name, default)
+    value = reader.text(name, default)
     if not _REGION.match(value):
         raise ConfigError(name, f"{value[:64]!r} is not a region name like us-central1")
     return value
 
 
 def _topic(reader: _Reader, project: str) -> str:
-    value = reader.str("PUBSUB_TOPIC", "paynow-events")
+    value = reader.text("PUBSUB_TOPIC", "paynow-events")
     if match := _TOPIC_PATH.match(value):
         if not _PROJECT.match(match["project"]) or not _TOPIC_ID.match(match["topic"]):
             raise ConfigError("PUBSUB_TOPIC", f"{value[:120]!r} is not projects/<project>/topics/<topic>")
@@ -85,7 +85,7 @@ def _topic(reader: _Reader, project: str) -> str:
 
 
 def _secrets(reader: _Reader) -> tuple[bytes, ...]:
-    raw = reader.str("PAYNOW_WEBHOOK_SECRETS")
+    raw = reader.text("PAYNOW_WEBHOOK_SECRETS")
     secrets = tuple(s.strip().encode() for s in raw.split(","))
     if any(not s for s in secrets):
         raise ConfigError("PAYNOW_WEBHOOK_SECRETS", "holds an empty secret (check for a stray comma)")
@@ -93,7 +93,7 @@ def _secrets(reader: _Reader) -> tuple[bytes, ...]:
 
 
 def _networks(reader: _Reader) -> tuple[IPNetwork, ...]:
-    raw = reader.str("TRUSTED_PROXIES", "")
+    raw = reader.text("TRUSTED_PROXIES", "")
     try:
         return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in raw.split(",") if p.strip())
     except ValueError as exc:
@@ -145,37 +145,37 @@ class Settings:
         if region not in (primary, secondary):
             raise ConfigError("REGION", f"{region} is neither PRIMARY_REGION ({primary}) nor SECONDARY_REGION "
                                         f"({secondary})")
-        log_level = env.str("LOG_LEVEL", "INFO").upper()
+        log_level = env.text("LOG_LEVEL", "INFO").upper()
         if log_level not in _LOG_LEVELS:
             raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
-        version = env.int("EVENT_SCHEMA_VERSION", CURRENT_VERSION, low=1, high=99)
+        version = env.integer("EVENT_SCHEMA_VERSION", CURRENT_VERSION, low=1, high=99)
         if version != CURRENT_VERSION:
             raise ConfigError("EVENT_SCHEMA_VERSION", f"this ingress writes version {CURRENT_VERSION} only")
-        project = env.str("GOOGLE_CLOUD_PROJECT", "paynow-local")
+        project = env.text("GOOGLE_CLOUD_PROJECT", "paynow-local")
         if not _PROJECT.match(project):
             raise ConfigError("GOOGLE_CLOUD_PROJECT", f"{project[:64]!r} is not a project id")
         return cls(
             webhook_secrets=_secrets(env),
             region=region,
-            service_name=env.str("SERVICE_NAME", "paynow-ingress"),
+            service_name=env.text("SERVICE_NAME", "paynow-ingress"),
             log_level=log_level,
-            multi_region_enabled=env.bool("MULTI_REGION_ENABLED", True),
+            multi_region_enabled=env.flag("MULTI_REGION_ENABLED", True),
             primary_region=primary,
             secondary_region=secondary,
-            failover_enabled=env.bool("FAILOVER_ENABLED", True),
+            failover_enabled=env.flag("FAILOVER_ENABLED", True),
             event_schema_version=version,
-            event_schema_min_compatible=env.int("EVENT_SCHEMA_MIN_COMPATIBLE", 2, low=1, high=version),
+            event_schema_min_compatible=env.integer("EVENT_SCHEMA_MIN_COMPATIBLE", 2, low=1, high=version),
             project=project,
             topic=_topic(env, project),
-            admin_token=env.str("ADMIN_TOKEN", ""),
-            port=env.int("PORT", 8080, low=1, high=65535),
-            rate_limit_burst=env.int("RATE_LIMIT_BURST", 100, low=1, high=1_000_000),
-            rate_limit_per_minute=env.int("RATE_LIMIT_PER_MINUTE", 300, low=0, high=100_000_000),
+            admin_token=env.text("ADMIN_TOKEN", ""),
+            port=env.integer("PORT", 8080, low=1, high=65535),
+            rate_limit_burst=env.integer("RATE_LIMIT_BURST", 100, low=1, high=1_000_000),
+            rate_limit_per_minute=env.integer("RATE_LIMIT_PER_MINUTE", 300, low=0, high=100_000_000),
             trusted_proxies=_networks(env),
             publish_timeout=env.number("PUBLISH_TIMEOUT", 5.0, low=0.05, high=60),
-            publish_batch_max=env.int("PUBLISH_BATCH_MAX", 100, low=1, high=1000),
+            publish_batch_max=env.integer("PUBLISH_BATCH_MAX", 100, low=1, high=1000),
             publish_linger_ms=env.number("PUBLISH_LINGER_MS", 1.0, low=0, high=100),
             dedupe_ttl_seconds=env.number("DEDUPE_TTL_SECONDS", 600.0, low=0, high=86_400),
             drain_seconds=env.number("DRAIN_SECONDS", 5.0, low=0, high=300),
-            pubsub_emulator_host=env.str("PUBSUB_EMULATOR_HOST", ""),
+            pubsub_emulator_host=env.text("PUBSUB_EMULATOR_HOST", ""),
         )
