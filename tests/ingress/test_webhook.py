@@ -159,7 +159,7 @@ def test_over_the_rate_limit_is_429_with_retry_after(path: str) -> None:
         body = order_body("evt-late")
         response = client.post(path, content=body, headers=signed_headers(body))
     assert response.status_code == 429
-    assert response.headers["retry-after"] in {"9", "10"}
+    assert 1 <= int(response.headers["retry-after"]) <= 10  # a token every 10 s
     assert response.json() == {"error": "rate_limited",
                                "detail": f"too many requests from this client; retry in "
                                          f"{response.headers['retry-after']} s"}
