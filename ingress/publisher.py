@@ -61,8 +61,7 @@ class BatchingPublisher:
     Failure handling: when an RPC fails, its messages' callers get PublishUnavailable (the webhook answers 503
     and PayNow re-sends) and the key is usable again at once: the pipeline's result does not depend on arrival
     order, so holding back a customer's later events would only turn them into 503s too. Keys are therefore
-    never paused; `paused_keys` counts keys that failed and were not yet released, which with this design is
-    0 whenever anyone can look (the failure and the release happen in the same step).
+    never paused (see `paused_keys`).
     """
 
     def __init__(self, sender: Sender, *, max_messages: int = 100, linger: float = 0.001, timeout: float = 5.0,
@@ -84,7 +83,6 @@ class BatchingPublisher:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._healthy = True
-        self._failed_keys: set[str] = set()
         self._closing = False
 
     @property
@@ -94,7 +92,9 @@ class BatchingPublisher:
 
     @property
     def paused_keys(self) -> int:
-        return len(self._failed_keys)
+        """Keys failed and waiting to be resumed: none, ever, because a failed key is released in the same
+        step that fails its callers (what `resume_publish` does later in google-cloud-pubsub)."""
+        return 0
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flush_loop(), name="publisher-flush"),
@@ -180,7 +180,7 @@ class BatchingPublisher:
             if len(ids) != len(batch):
                 raise RuntimeError(f"Publish returned {len(ids)} ids for {len(batch)} messages")
         except Exception as exc:  # any failure means "not confirmed": the caller answers 503
-            self._fail(key, batch, exc)
+            self._fail(batch, exc)
         else:
             self._healthy = True
             for pending, message_id in zip(batch, ids, strict=True):
@@ -191,9 +191,8 @@ class BatchingPublisher:
             if self._backlog:
                 self._wake.set()
 
-    def _fail(self, key: str, batch: list[_Pending], exc: Exception) -> None:
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
         self._healthy = False
-        self._failed_keys.add(key)
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.error("publish failed", extra={"error": "publish_failed", "detail": reason, "messages": len(batch)})
         if self._on_failure is not None:
@@ -201,7 +200,6 @@ class BatchingPublisher:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(PublishUnavailable(reason))
-        self._failed_keys.discard(key)  # resumed at once: see the class docstring
 
     async def _probe_loop(self) -> None:
         """While unhealthy and idle, ask Pub/Sub whether it answers, so /readyz can recover without traffic."""
