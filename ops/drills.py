@@ -202,6 +202,12 @@ class Drills:
     def _lb_status(self, region: str) -> str:
         return next((s.status for s in self.stack.lb_stats() if s.name == region), "?")
 
+    async def _until_out(self, region: str, since: float, timeout: float = 30) -> float:
+        """The time the load balancer took `region` out of rotation (polled every 50 ms from `since`)."""
+        while self._lb_status(region).startswith("UP") and time.time() - since < timeout:
+            await asyncio.sleep(0.05)
+        return time.time()
+
     # -- the drills ----------------------------------------------------------------------------------------
     def run(self, name: str) -> Result:
         if name not in NAMES:
@@ -261,10 +267,9 @@ class Drills:
             await asyncio.sleep(duration / 3)
             marks["kill"] = time.time()
             self._say(f"webhook-failover: kill -9 ingress {PRIMARY}")
+            watch = asyncio.create_task(self._until_out(PRIMARY, marks["kill"]))
             await asyncio.to_thread(self.stack.kill, f"ingress-{PRIMARY}")
-            while not self._lb_status(PRIMARY).startswith("DOWN") and time.time() - marks["kill"] < 30:
-                await asyncio.sleep(0.05)
-            marks["down"] = time.time()
+            marks["down"] = await watch
             await asyncio.sleep(max(0.0, started + 2 * duration / 3 - time.monotonic()))
             self._say(f"webhook-failover: bring {PRIMARY} back")
             marks["restart"] = time.time()
@@ -424,25 +429,20 @@ class Drills:
             time.sleep(0.3)
 
     def drill_rollback(self, result: Result) -> None:
-        duration = max(self._duration("rollback"), 15.0)
+        duration = max(self._duration("rollback"), 20.0)  # switching back takes ~5 s: drain, start, 2 checks
         marks: dict[str, float] = {}
         name = f"ingress-{SECONDARY}"
         readyz: dict[str, int] = {}
-
-        async def out_of_rotation(since: float) -> float:
-            while self._lb_status(SECONDARY).startswith("UP") and time.time() - since < 30:
-                await asyncio.sleep(0.05)
-            return time.time()
 
         async def switch(started: float) -> None:
             await asyncio.sleep(duration / 5)
             self._say(f"rollback: restart {SECONDARY} with MULTI_REGION_ENABLED=false")
             marks["off"] = time.time()
-            watch = asyncio.create_task(out_of_rotation(marks["off"]))
+            watch = asyncio.create_task(self._until_out(SECONDARY, marks["off"]))
             await asyncio.to_thread(self.stack.restart, name, {"MULTI_REGION_ENABLED": "false"}, wait=False)
             marks["out"] = await watch
             readyz["off"] = await asyncio.to_thread(self._readyz, SECONDARY)
-            await asyncio.sleep(max(2.0, started + 3 * duration / 5 - time.monotonic()))
+            await asyncio.sleep(max(2.0, started + duration / 2 - time.monotonic()))
             self._say(f"rollback: restart {SECONDARY} with MULTI_REGION_ENABLED=true")
             marks["on"] = time.time()
             await asyncio.to_thread(self.stack.restart, name, {"MULTI_REGION_ENABLED": "true"})

@@ -54,12 +54,14 @@ def home() -> Path:
 
 
 def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (guards against killing a recycled pid)."""
+    """The start time (clock ticks) of a live process (guards against a recycled pid); None if gone or a zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    if fields[0] in ("Z", "X"):  # killed, but not yet reaped by its parent (e.g. another process's child)
+        return None
+    return int(fields[19])
 
 
 def group_rss_bytes(pgid: int) -> int:

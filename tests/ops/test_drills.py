@@ -96,7 +96,7 @@ def test_load(stack: Stack) -> None:
 
 
 def test_rollback(stack: Stack) -> None:
-    result = _run(stack, "rollback", duration=15, rate=RATE)
+    result = _run(stack, "rollback", duration=20, rate=RATE)
     assert result.passed
     assert _value(result, "answers by europe-west1 while rolled back") == "0"
     assert stack.processes["ingress-europe-west1"].env["MULTI_REGION_ENABLED"] == "true"
