@@ -6,6 +6,7 @@ DLQ evidence comes from the DLQ subscription itself: its messages are pulled wit
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -181,6 +182,26 @@ def _outcome_as_expected(event_id: str, event: dict[str, Any], snapshot: Snapsho
     if event["dlq"]:
         return dlq.get(event_id) == event["dlq"] if event_id in dlq else event_id not in snapshot.events
     return event_id not in dlq or event_id in snapshot.events
+
+
+def wait_accounted(db: firestore.Client, records: list[dict[str, Any]], dlq_subscription: str,
+                   timeout: float) -> tuple[int, float]:
+    """Wait until every accepted event has a webhookEvents doc or a DLQ record: (still missing, seconds waited)."""
+    from ops import dlq as dlq_tools
+
+    waiting = set(accepted_events(records))
+    started = time.monotonic()
+    while True:
+        ids = sorted(waiting)
+        for i in range(0, len(ids), 300):
+            refs = [db.collection("webhookEvents").document(e) for e in ids[i:i + 300]]
+            waiting -= {snap.id for snap in db.get_all(refs) if snap.exists}
+        if waiting:
+            waiting -= {x.event_id for x in dlq_tools.inspect(dlq_subscription)}
+        elapsed = time.monotonic() - started
+        if not waiting or elapsed >= timeout:
+            return len(waiting), elapsed
+        time.sleep(0.5)
 
 
 def run(db: firestore.Client, *, traffic: list[dict[str, Any]] | None = None,

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a traffic JSONL record to check against (repeatable)")
     au.add_argument("--all-traffic", action="store_true", help="check every traffic log of the running stack")
     au.add_argument("--dlq-subscription", help="DLQ subscription (default: the stack's, or the project's default)")
+    au.add_argument("--wait", type=_positive(float), metavar="SECONDS",
+                    help="first wait up to SECONDS for events still in flight to be processed or dead-lettered")
 
     dq = commands.add_parser("dlq", help="inspect and replay the dead-letter queue")
     dq_commands = dq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
@@ -325,6 +327,9 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
     dlq_subscription = args.dlq_subscription or Topology(project=project).dlq_subscription
     db = firestore.Client(project=project, database=args.database)
     try:
+        if args.wait and records:
+            missing, waited = audit.wait_accounted(db, records, dlq_subscription, args.wait)
+            console.print(f"waited {waited:.1f} s for in-flight events ({missing} still unaccounted)")
         report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription)
     finally:
         db.close()

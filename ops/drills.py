@@ -133,22 +133,7 @@ class Drills:
         return stats, traffic.read_log(log_path)
 
     def settle(self, records: list[dict[str, Any]], timeout: float = SETTLE_TIMEOUT_S) -> tuple[int, float]:
-        """Wait until every accepted event has a webhookEvents doc or a DLQ record: (still missing, seconds)."""
-        waiting = set(audit.accepted_events(records))
-        started = time.monotonic()
-        while True:
-            found = set()
-            ids = sorted(waiting)
-            for i in range(0, len(ids), 300):
-                refs = [self.db.collection("webhookEvents").document(e) for e in ids[i:i + 300]]
-                found |= {snap.id for snap in self.db.get_all(refs) if snap.exists}
-            waiting -= found
-            if waiting:
-                waiting -= {x.event_id for x in dlq.inspect(self.stack.info["dlqSubscription"])}
-            elapsed = time.monotonic() - started
-            if not waiting or elapsed > timeout:
-                return len(waiting), elapsed
-            time.sleep(0.5)
+        return audit.wait_accounted(self.db, records, self.stack.info["dlqSubscription"], timeout)
 
     def audit_records(self, records: list[dict[str, Any]]) -> audit.Report:
         return audit.run(self.db, traffic=records, dlq_subscription=self.stack.info["dlqSubscription"])

@@ -112,7 +112,8 @@ def test_cli_drives_the_running_stack(stack: Stack, capsys: pytest.CaptureFixtur
     time.sleep(3)
     assert cli.main(["dlq", "list", "--verdict", "drop_incompatible", "--limit", "3"]) == 0
     assert "drop_incompatible" in capsys.readouterr().out
-    assert cli.main(["audit", "--traffic-log", str(log)]) == 0, capsys.readouterr().out
+    assert cli.main(["audit", "--traffic-log", str(log), "--wait", "30"]) == 0, capsys.readouterr().out
+    assert "0 still unaccounted" in capsys.readouterr().out
 
 
 def test_audit_of_everything_the_drills_sent(stack: Stack) -> None:

@@ -194,3 +194,9 @@ def test_rate_and_duration_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         asyncio.run(traffic.run(target="http://x", secret="s", rate=0, duration=1, log_path=tmp_path / "x",
                                 mix=traffic.Mix()))
+
+
+def test_read_log_skips_the_line_a_running_generator_is_still_writing(tmp_path: Path) -> None:
+    log = tmp_path / "live.jsonl"
+    log.write_text('{"kind":"webhook","ok":true,"eventId":"e1"}\n{"kind":"webhook","ok":tr')
+    assert [r["eventId"] for r in traffic.read_log(log)] == ["e1"]
