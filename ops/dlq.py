@@ -162,10 +162,18 @@ def replay_ordering_key(letter: DeadLetter) -> str:
         return ""
 
 
+REPLAYED_AT = "replayedAt"
+
+
 def republish(publisher: pubsub_v1.PublisherClient, topic: str, record: dict[str, Any], key: str,
               timeout: float = 30.0) -> str:
-    """Publish a DLQ record's original bytes and attributes onto the main topic; the message id once confirmed."""
+    """Publish a DLQ record's original bytes and attributes onto the main topic; the message id once confirmed.
+
+    The copy also carries `replayedAt` (epoch ms), so a consumer can tell an operator's replay from a Pub/Sub
+    redelivery (an in-memory dedupe must not drop a replay of an event it dead-lettered).
+    """
     attributes = {str(k): str(v) for k, v in (record.get("originalAttributes") or {}).items()}
+    attributes[REPLAYED_AT] = str(int(time.time() * 1000))
     future = publisher.publish(topic, bytes(record["originalData"]), ordering_key=key, **attributes)
     try:
         return str(future.result(timeout=timeout))
