@@ -5,6 +5,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,9 @@ COMMITTED = "committed"
 DLQ = "dlq"
 STEP = "ApplyToLedger"
 MAX_WRITES_PER_COMMIT = 450  # Firestore allows 500; leave room
-EVENTS_PER_BATCH = 100
+EVENTS_PER_COMMIT = 50
+EVENTS_PER_BUNDLE_BATCH = 1000
+COMMIT_THREADS = 8
 RESOLVE_ROUNDS = 3
 STATUS_OUTCOME = {"applied": "applied", "recorded": "recorded", "duplicate_business_key": "duplicate",
                   "duplicate": "duplicate"}
@@ -66,13 +69,21 @@ class Applied:
 
 
 class LedgerWriter:
-    """Commits planned events; several per commit, one by one when a create precondition fails."""
+    """Commits planned events: several per commit, commits in parallel, one by one when a precondition fails.
+
+    Parallel commits are safe because the final state does not depend on the order of events (DESIGN §4).
+    """
 
     def __init__(self, client: firestore.Client, config: FirestoreConfig,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, threads: int = COMMIT_THREADS) -> None:
         self._client = client
         self._config = config
         self._sleep = sleep
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ledger-commit") if threads > 1 else None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def _event_ref(self, event_id: str) -> Any:
         return self._client.collection("webhookEvents").document(event_id)
@@ -106,37 +117,57 @@ class LedgerWriter:
                                "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True)
         with_retries(lambda: batch.commit(timeout=10, retry=None), self._config.max_write_attempts, self._sleep)
 
-    def _batches(self, planned: list[Planned]) -> Iterator[list[Planned]]:
-        """Greedy groups whose documents do not overlap and whose writes fit in one commit."""
-        group: list[Planned] = []
-        paths: set[str] = set()
-        for p in planned:
+    def _waves(self, planned: list[Planned]) -> list[list[list[int]]]:
+        """Indexes of `planned` as waves of commit groups.
+
+        Events touching the same document (event id or business key) land in successive waves, in arrival
+        order, so the first to arrive is the one credited; groups within a wave share no document and run in
+        parallel. A group stays within EVENTS_PER_COMMIT events and MAX_WRITES_PER_COMMIT writes.
+        """
+        waves: list[tuple[set[str], list[int]]] = []
+        for i, p in enumerate(planned):
             mine = self._paths(p)
-            writes = len(paths) + len(mine) + len({q.writes.uid for q in [*group, p]})
-            if group and (mine & paths or writes > MAX_WRITES_PER_COMMIT or len(group) >= EVENTS_PER_BATCH):
-                yield group
-                group, paths = [], set()
-            group.append(p)
-            paths |= mine
-        if group:
-            yield group
+            target = 1 + max((w for w, (paths, _) in enumerate(waves) if paths & mine), default=-1)
+            if target == len(waves):
+                waves.append((set(), []))
+            waves[target][0].update(mine)
+            waves[target][1].append(i)
+        result = []
+        for _, indexes in waves:
+            groups: list[list[int]] = [[]]
+            writes = 0
+            for i in indexes:
+                cost = len(self._paths(planned[i])) + 1  # + its wallet
+                if groups[-1] and (writes + cost > MAX_WRITES_PER_COMMIT or len(groups[-1]) >= EVENTS_PER_COMMIT):
+                    groups.append([])
+                    writes = 0
+                groups[-1].append(i)
+                writes += cost
+            result.append(groups)
+        return result
 
     def apply(self, planned: list[Planned]) -> list[Applied]:
-        """Apply every planned event exactly once; the result says what each one did."""
-        results: list[Applied] = []
-        for group in self._batches(planned):
-            if len(group) == 1:
-                results.append(self._apply_one(group[0]))
-                continue
-            try:
-                self._commit([(p, list(p.writes.entries)) for p in group])
-            except CONFLICT:
-                results.extend(self._apply_one(p) for p in group)  # somebody's key exists: find whose
-            except WriteFailed as exc:
-                results.extend(Applied(p, "write_failed", str(exc)) for p in group)
-            else:
-                results.extend(Applied(p, "applied" if p.writes.entries else "recorded") for p in group)
-        return results
+        """Apply every planned event exactly once; the results are in the order of `planned`."""
+        results: dict[int, Applied] = {}
+        for groups in self._waves(planned):
+            def run(group: list[int]) -> list[Applied]:
+                return self._apply_group([planned[i] for i in group])
+
+            done = map(run, groups) if self._pool is None or len(groups) == 1 else self._pool.map(run, groups)
+            for group, applied in zip(groups, done, strict=True):
+                results.update(zip(group, applied, strict=True))
+        return [results[i] for i in range(len(planned))]
+
+    def _apply_group(self, group: list[Planned]) -> list[Applied]:
+        if len(group) == 1:
+            return [self._apply_one(group[0])]
+        try:
+            self._commit([(p, list(p.writes.entries)) for p in group])
+        except CONFLICT:
+            return [self._apply_one(p) for p in group]  # somebody's key exists: find whose
+        except WriteFailed as exc:
+            return [Applied(p, "write_failed", str(exc)) for p in group]
+        return [Applied(p, "applied" if p.writes.entries else "recorded") for p in group]
 
     def _apply_one(self, p: Planned) -> Applied:
         entry_ids = list(p.writes.entries)
@@ -228,13 +259,14 @@ class _ApplyFn(beam.DoFn):
             yield event.message
 
     def teardown(self) -> None:
+        self._writer.close()
         self._client.close()
 
 
 class ApplyToLedger(beam.PTransform):
     """Event (with uid) -> (`committed`: Message to acknowledge, `dlq`: Rejected)."""
 
-    def __init__(self, config: FirestoreConfig, events_per_batch: int = EVENTS_PER_BATCH) -> None:
+    def __init__(self, config: FirestoreConfig, events_per_batch: int = EVENTS_PER_BUNDLE_BATCH) -> None:
         super().__init__()
         self._config = config
         self._events_per_batch = events_per_batch

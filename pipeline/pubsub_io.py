@@ -20,6 +20,7 @@ from pipeline.observability import log
 
 DEFAULT_ACK_DEADLINE = 60
 MAX_PULL = 1000
+PULL_BUDGET_SECONDS = 0.2
 MAX_IN_FLIGHT = 5000
 ACK_CHUNK = 2500
 PULL_INTERVAL = 0.05
@@ -121,18 +122,26 @@ class PullFn(beam.DoFn):
         self._leases = leases_for(self._subscription)
 
     def _pull(self) -> list[Any]:
-        if len(self._leases) >= MAX_IN_FLIGHT:
-            return []  # back-pressure: let the sink catch up before leasing more
-        try:
-            response = self._client.pull(request={"subscription": self._subscription, "max_messages": MAX_PULL,
-                                                  "return_immediately": True}, timeout=10, retry=None)
-        except Exception as exc:  # an unreachable Pub/Sub must not kill the job; the next tick retries
-            log(logging.WARNING, "pull failed", error=repr(exc)[:300], region=self._region)
-            time.sleep(0.5)
-            return []
-        log_ready(subscription=self._subscription, region=self._region, read="acking")
-        received = list(response.received_messages)
-        self._leases.add(r.ack_id for r in received)
+        """Pull until MAX_PULL messages, an empty answer, or the time budget (a server may cap each pull)."""
+        received: list[Any] = []
+        started = time.monotonic()
+        while len(received) < MAX_PULL and time.monotonic() - started < PULL_BUDGET_SECONDS:
+            if len(self._leases) >= MAX_IN_FLIGHT:
+                break  # back-pressure: let the sink catch up before leasing more
+            try:
+                response = self._client.pull(request={
+                    "subscription": self._subscription, "max_messages": MAX_PULL - len(received),
+                    "return_immediately": True}, timeout=10, retry=None)
+            except Exception as exc:  # an unreachable Pub/Sub must not kill the job; the next tick retries
+                log(logging.WARNING, "pull failed", error=repr(exc)[:300], region=self._region)
+                time.sleep(0.5)
+                break
+            log_ready(subscription=self._subscription, region=self._region, read="acking")
+            batch = list(response.received_messages)
+            self._leases.add(r.ack_id for r in batch)
+            received.extend(batch)
+            if not batch:
+                break
         return received
 
     def process(self, _tick: Any) -> Iterator[Message]:
