@@ -23,6 +23,7 @@ from pipeline.pubsub_io import AckingRead, Acknowledge, NativeRead, log_ready
 from schemas import ordering_key
 
 ACKING_LOCAL_RUNNER = "FnApiRunner"
+NATIVE_LOCAL_RUNNER = "BundleBasedDirectRunner"
 SinkFactory = Callable[[FirestoreConfig], beam.PTransform]
 
 
@@ -91,9 +92,10 @@ def parse_options(argv: Sequence[str] | None) -> PipelineOptions:
     options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
     standard = options.view_as(StandardOptions)
     standard.streaming = True
-    if standard.runner in (None, "DirectRunner") and resolved_read_mode(options) == "acking":
-        # What DirectRunner picks for this graph after trying Prism (a binary download; no network here).
-        standard.runner = ACKING_LOCAL_RUNNER
+    if standard.runner in (None, "DirectRunner"):
+        # What DirectRunner would pick for each graph after trying Prism first (a binary download; no network
+        # here): FnApiRunner for the acking graph, the bundle-based runner for ReadFromPubSub + timers.
+        standard.runner = ACKING_LOCAL_RUNNER if resolved_read_mode(options) == "acking" else NATIVE_LOCAL_RUNNER
     return options
 
 

@@ -64,3 +64,17 @@ def test_read_mode_auto_is_native_on_dataflow_and_acking_elsewhere() -> None:
 def test_run_prints_the_problem_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*GOOD, "--min_compatible", "9"]) == 2
     assert "--min_compatible" in capsys.readouterr().err
+
+
+def test_local_runner_is_chosen_per_read_mode() -> None:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from pipeline.main import parse_options
+
+    def runner(*extra: str) -> str:
+        return str(parse_options([*GOOD, *extra]).view_as(StandardOptions).runner)
+
+    assert runner() == "FnApiRunner"  # PeriodicImpulse + state: what DirectRunner falls back to without Prism
+    assert runner("--read_mode", "native") == "BundleBasedDirectRunner"  # ReadFromPubSub + timers
+    assert runner("--runner", "DataflowRunner") == "DataflowRunner"
+    assert parse_options(GOOD).view_as(StandardOptions).streaming
