@@ -157,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stack_info(required: bool) -> dict[str, Any] | None:
     """The running stack's stack.json (pointing this process at its emulators), if there is one."""
-    from ops.stack import STACK_FILE, StackError, _supervisor_alive, home, read_info, use_emulators
+    from ops.stack import STACK_FILE, StackError, home, read_info, supervisor_alive, use_emulators
 
     info = read_info(home() / STACK_FILE)
-    if info and _supervisor_alive(info):
+    if info and supervisor_alive(info):
         use_emulators(info)
         return info
     if required:

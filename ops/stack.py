@@ -53,7 +53,7 @@ def home() -> Path:
     return Path(os.environ.get("PAYNOW_HOME", ".paynow")).absolute()
 
 
-def _start_time(pid: int) -> int | None:
+def process_start_time(pid: int) -> int | None:
     """The start time (clock ticks) of a live process (guards against a recycled pid); None if gone or a zombie."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -100,12 +100,12 @@ class Process:
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
         self.pid = self._popen.pid
-        self.started = _start_time(self.pid)
+        self.started = process_start_time(self.pid)
 
     def alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
-        return self.pid > 0 and self.started is not None and _start_time(self.pid) == self.started
+        return self.pid > 0 and self.started is not None and process_start_time(self.pid) == self.started
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -186,7 +186,7 @@ class Stack:
         say = progress or (lambda _msg: None)
         if self.stack_file.exists():
             previous = read_info(self.stack_file)
-            if previous and _supervisor_alive(previous):
+            if previous and supervisor_alive(previous):
                 raise StackError(f"a stack is already running (pid {previous.get('supervisorPid')}, "
                                  f"{self.stack_file}); use it, or stop it with `paynow down`")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -406,7 +406,7 @@ class Stack:
         info = {
             **self.info,
             "supervisorPid": self.info.get("supervisorPid", os.getpid()),
-            "supervisorStarted": self.info.get("supervisorStarted", _start_time(os.getpid())),
+            "supervisorStarted": self.info.get("supervisorStarted", process_start_time(os.getpid())),
             "home": str(self.home),
             "project": self.config.project,
             "regions": list(self.config.regions),
@@ -414,7 +414,7 @@ class Stack:
             "emulators": {"pubsub": os.environ.get("PUBSUB_EMULATOR_HOST"),
                           "firestore": os.environ.get("FIRESTORE_EMULATOR_HOST"),
                           "owned": [{"kind": e.kind, "pid": e.process.pid if e.process else 0,
-                                     "started": _start_time(e.process.pid) if e.process else None}
+                                     "started": process_start_time(e.process.pid) if e.process else None}
                                     for e in owned]},
             "topic": self.topology.topic, "subscription": self.topology.subscription,
             "dlqTopic": self.topology.dlq_topic, "dlqSubscription": self.topology.dlq_subscription,
@@ -442,7 +442,7 @@ class Stack:
         info = read_info(path)
         if not info:
             raise StackError(f"no running stack: {path} does not exist (start one with `paynow up`)")
-        if not _supervisor_alive(info):
+        if not supervisor_alive(info):
             raise StackError(f"the stack in {path} is not running any more (its supervisor "
                              f"{info.get('supervisorPid')} is gone); start one with `paynow up`")
         config = Config(project=info["project"], regions=tuple(info["regions"]), lb=info["config"]["lb"],
@@ -495,9 +495,9 @@ def read_info(path: Path) -> dict[str, Any] | None:
         raise StackError(f"{path} is not valid JSON ({exc}); remove it") from None
 
 
-def _supervisor_alive(info: dict[str, Any]) -> bool:
+def supervisor_alive(info: dict[str, Any]) -> bool:
     pid = info.get("supervisorPid")
-    return bool(pid) and _start_time(int(pid)) == info.get("supervisorStarted")
+    return bool(pid) and process_start_time(int(pid)) == info.get("supervisorStarted")
 
 
 def use_emulators(info: dict[str, Any]) -> None:
@@ -515,10 +515,10 @@ def down(path: Path | None = None, timeout: float = 30.0) -> list[str]:
         raise StackError(f"no stack to stop: {path} does not exist")
     stopped = []
     pid = int(info.get("supervisorPid") or 0)
-    if pid and pid != os.getpid() and _supervisor_alive(info):
+    if pid and pid != os.getpid() and supervisor_alive(info):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _supervisor_alive(info) and time.monotonic() < deadline:
+        while supervisor_alive(info) and time.monotonic() < deadline:
             time.sleep(0.1)
         stopped.append(f"supervisor {pid}")
     for name, data in info.get("processes", {}).items():
