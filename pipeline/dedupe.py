@@ -1,6 +1,7 @@
 """DedupeEventIds: keyed, TTL-bounded memory of eventIds that drops Pub/Sub redeliveries and PayNow re-sends."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,7 +55,7 @@ class _DedupeBase(beam.DoFn):
     def _emit(self, event: Event, duplicate: bool) -> Iterator[Any]:
         if duplicate:
             self._metrics.outcome("duplicate")
-            log(10, "duplicate event dropped", eventId=event.envelope["eventId"], step="DedupeEventIds",
+            log(logging.DEBUG, "duplicate event dropped", eventId=event.envelope["eventId"], step="DedupeEventIds",
                 region=self._region)
             yield beam.pvalue.TaggedOutput(DUPLICATE, event.message)
         else:

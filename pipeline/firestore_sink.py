@@ -42,14 +42,13 @@ class ProductCatalog:
         self._refresh = refresh_seconds
         self._clock = clock
         self._products: dict[str, Product] = {}
-        self._loaded_at: float | None = None
+        self._loaded_at = -float("inf")
 
     def products(self, *, missing: bool = False) -> dict[str, Product]:
-        now = self._clock()
-        stale = self._loaded_at is None or now - self._loaded_at >= self._refresh
-        if stale or (missing and now - self._loaded_at >= self.MIN_RELOAD_GAP):  # type: ignore[operator]
+        age = self._clock() - self._loaded_at
+        if age >= self._refresh or (missing and age >= self.MIN_RELOAD_GAP):
             self._products = self._load()
-            self._loaded_at = now
+            self._loaded_at = self._clock()
         return self._products
 
 
@@ -176,9 +175,10 @@ class LedgerWriter:
                 try:
                     self._commit([(p, entry_ids)])
                 except CONFLICT:
-                    entry_ids = self._missing_entries(p)
-                    if entry_ids is None:
+                    missing = self._missing_entries(p)
+                    if missing is None:
                         return Applied(p, "duplicate")
+                    entry_ids = missing
                     continue
                 status = "recorded" if not p.writes.entries else "applied" if entry_ids else "duplicate_business_key"
                 return Applied(p, status)
