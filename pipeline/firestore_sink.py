@@ -121,7 +121,7 @@ class LedgerWriter:
 
         Events touching the same document (event id or business key) land in successive waves, in arrival
         order, so the first to arrive is the one credited; groups within a wave share no document and run in
-        parallel. A group stays within EVENTS_PER_COMMIT events and MAX_WRITES_PER_COMMIT writes.
+        parallel.
         """
         waves: list[tuple[set[str], list[int]]] = []
         for i, p in enumerate(planned):
@@ -131,19 +131,25 @@ class LedgerWriter:
                 waves.append((set(), []))
             waves[target][0].update(mine)
             waves[target][1].append(i)
-        result = []
-        for _, indexes in waves:
-            groups: list[list[int]] = [[]]
-            writes = 0
-            for i in indexes:
+        return [self._groups(planned, indexes) for _, indexes in waves]
+
+    def _groups(self, planned: list[Planned], indexes: list[int]) -> list[list[int]]:
+        """Commit groups of one wave, each user's events kept together so parallel commits never contend
+        for the same wallet document."""
+        by_user: dict[str, list[int]] = {}
+        for i in indexes:
+            by_user.setdefault(planned[i].writes.uid, []).append(i)
+        groups: list[list[int]] = [[]]
+        writes = 0
+        for user_indexes in by_user.values():
+            for i in user_indexes:
                 cost = len(self._paths(planned[i])) + 1  # + its wallet
                 if groups[-1] and (writes + cost > MAX_WRITES_PER_COMMIT or len(groups[-1]) >= EVENTS_PER_COMMIT):
                     groups.append([])
                     writes = 0
                 groups[-1].append(i)
                 writes += cost
-            result.append(groups)
-        return result
+        return groups
 
     def apply(self, planned: list[Planned]) -> list[Applied]:
         """Apply every planned event exactly once; the results are in the order of `planned`."""
