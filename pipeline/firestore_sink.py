@@ -12,6 +12,7 @@ from typing import Any
 import apache_beam as beam
 from google.cloud import firestore
 
+from pipeline import firestore_writes
 from pipeline.batching import BatchInBundle
 from pipeline.firestore_client import CONFLICT, FirestoreConfig, WriteFailed, with_retries
 from pipeline.ledger import EventWrites, InvalidEvent, Product, UnmappedProduct, event_document, plan_event
@@ -95,26 +96,36 @@ class LedgerWriter:
 
     def _commit(self, items: list[tuple[Planned, list[str]]]) -> None:
         """One atomic commit creating each event doc and the given entries, with one Increment per wallet."""
-        batch = self._client.batch()
+        root = f"projects/{self._config.project}/databases/{self._config.database}/documents"
         now = dt.datetime.now(dt.UTC)
         expires = now + dt.timedelta(days=self._config.event_ttl_days)
         deltas: dict[str, int] = {}
+        writes = []
         for p, entry_ids in items:
             env = p.event.envelope
             published = dt.datetime.fromtimestamp(p.event.message.publish_time_ms / 1000, dt.UTC)
-            batch.create(self._event_ref(p.writes.event_id), event_document(
-                env, p.writes, entry_ids, ordering_key=ordering_key(env), worker_region=self._config.region,
-                published_at=published, processed_at=firestore.SERVER_TIMESTAMP, expires_at=expires))
+            doc = event_document(env, p.writes, entry_ids, ordering_key=ordering_key(env),
+                                 worker_region=self._config.region, published_at=published, processed_at=None,
+                                 expires_at=expires)
+            del doc["processedAt"]  # the commit's own time, set by the server
+            writes.append(firestore_writes.create(f"{root}/webhookEvents/{p.writes.event_id}", doc,
+                                                  ("processedAt",)))
             for entry_id in entry_ids:
-                batch.create(self._entry_ref(p.writes.uid, entry_id),
-                             {**p.writes.entries[entry_id], "createdAt": firestore.SERVER_TIMESTAMP})
+                writes.append(firestore_writes.create(f"{root}/users/{p.writes.uid}/ledger/{entry_id}",
+                                                      p.writes.entries[entry_id], ("createdAt",)))
             if entry_ids:
                 deltas[p.writes.uid] = deltas.get(p.writes.uid, 0) + p.writes.delta(entry_ids)
         for uid, delta in deltas.items():
-            wallet = self._client.collection("users").document(uid).collection("wallet").document("points")
-            batch.set(wallet, {"paidBalance": firestore.Increment(delta), "promoBalance": firestore.Increment(0),
-                               "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True)
-        with_retries(lambda: batch.commit(timeout=10, retry=None), self._config.max_write_attempts, self._sleep)
+            writes.append(firestore_writes.increment(f"{root}/users/{uid}/wallet/points",
+                                                     {"paidBalance": delta, "promoBalance": 0}, ("updatedAt",)))
+        with_retries(lambda: self._send(writes), self._config.max_write_attempts, self._sleep)
+
+    def _send(self, writes: list[Any]) -> None:
+        # The GAPIC call the client's WriteBatch makes, with the client's routing and emulator metadata.
+        self._client._firestore_api.commit(
+            request=firestore_writes.commit_request(f"projects/{self._config.project}/databases/"
+                                                    f"{self._config.database}", writes),
+            metadata=self._client._rpc_metadata, timeout=10, retry=None)
 
     def _waves(self, planned: list[Planned]) -> list[list[list[int]]]:
         """Indexes of `planned` as waves of commit groups.

@@ -1,12 +1,12 @@
 """LedgerWriter on the real Firestore emulator: atomic, batched, exactly-once under any repetition."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.batch import WriteBatch
 
 from ops.topology import Topology
 from pipeline.firestore_client import FirestoreConfig
@@ -46,8 +46,8 @@ def statuses(results: list) -> list[str]:
 def test_a_batch_of_events_for_several_users_commits_once(writer: LedgerWriter, firestore_db: firestore.Client,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     commits = []
-    real_commit = WriteBatch.commit
-    monkeypatch.setattr(WriteBatch, "commit", lambda self, **kw: commits.append(1) or real_commit(self, **kw))
+    real_send = LedgerWriter._send
+    monkeypatch.setattr(LedgerWriter, "_send", lambda self, writes: commits.append(1) or real_send(self, writes))
     events = [planned(f.order("e1", "o1", [(f.P20, 2), (f.P50, 1)])), planned(f.order("e2", "o2", [(f.P500, 1)])),
               planned(f.order("e3", "o3", [(f.P150, 1)], uid="u2"), "u2"),
               planned(f.subscription("e4", "ON_SUBSCRIPTION_CANCELED", "s1", f.BASIC_MONTHLY, None))]
@@ -61,6 +61,12 @@ def test_a_batch_of_events_for_several_users_commits_once(writer: LedgerWriter, 
     assert doc["processedAt"] >= doc["publishedAt"] and doc["expiresAt"] > doc["processedAt"]
     assert firestore_db.document("webhookEvents/e4").get().get("status") == "recorded"
     assert firestore_db.document("users/u1/wallet/points").get().get("promoBalance") == 0
+    assert isinstance(firestore_db.document("users/u1/wallet/points").get().get("updatedAt"), dt.datetime)
+    entry = firestore_db.document("users/u1/ledger/purchase:o1:1").get().to_dict()
+    assert isinstance(entry.pop("createdAt"), dt.datetime)
+    assert entry == {"amount": 50, "kind": "purchase", "source": "paynow", "eventId": "e1",
+                     "eventType": "ON_ORDER_COMPLETED", "region": "us-central1", "orderId": "o1", "productId": f.P50}
+    assert isinstance(doc["receivedAt"], dt.datetime) and doc["uid"] == "u1" and doc["orderingKey"] == "uid:u1"
 
 
 def test_repeated_event_is_a_duplicate_in_the_same_call_and_later(writer: LedgerWriter,
@@ -106,22 +112,22 @@ def test_only_missing_entries_are_created_and_credited(writer: LedgerWriter, fir
 
 def test_transient_errors_are_retried_then_reported(writer: LedgerWriter, firestore_db: firestore.Client,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    real_commit = WriteBatch.commit
+    real_send = LedgerWriter._send
     failures = iter([gexc.ServiceUnavailable("down"), gexc.DeadlineExceeded("slow")])
 
-    def flaky(self: WriteBatch, **kw: Any) -> Any:
+    def flaky(self: LedgerWriter, writes: list[Any]) -> None:
         error = next(failures, None)
         if error:
             raise error
-        return real_commit(self, **kw)
+        real_send(self, writes)
 
-    monkeypatch.setattr(WriteBatch, "commit", flaky)
+    monkeypatch.setattr(LedgerWriter, "_send", flaky)
     assert statuses(writer.apply([planned(f.order("e1", "o1", [(f.P20, 1)]))])) == ["applied"]
 
-    def down(self: WriteBatch, **kw: Any) -> Any:
+    def down(self: LedgerWriter, writes: list[Any]) -> None:
         raise gexc.ServiceUnavailable("still down")
 
-    monkeypatch.setattr(WriteBatch, "commit", down)
+    monkeypatch.setattr(LedgerWriter, "_send", down)
     results = writer.apply([planned(f.order("e2", "o2", [(f.P20, 1)])), planned(f.order("e3", "o3", [(f.P20, 1)]))])
     assert statuses(results) == ["write_failed", "write_failed"]
     assert "ServiceUnavailable after 3 attempts" in results[0].reason

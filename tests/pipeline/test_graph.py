@@ -12,10 +12,10 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import userstate
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
-from google.cloud.firestore_v1.batch import WriteBatch
 
 from ops.catalog import map_customer
 from ops.topology import Topology
+from pipeline.firestore_sink import LedgerWriter
 from pipeline.main import build_pipeline, parse_options
 from schemas import decode_dlq_record, encode_legacy
 from tests.pipeline import factories as f
@@ -81,16 +81,16 @@ def test_native_graph_for_dataflow_has_the_timer_dedupe_and_no_ack_step() -> Non
 def _fail_me(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits touching webhookEvents/fail-me fail: in a batch as a precondition (forcing one-by-one), alone as
     Unavailable (so it exhausts its attempts)."""
-    real_commit = WriteBatch.commit
+    real_send = LedgerWriter._send
 
-    def commit(self: WriteBatch, **kw: Any) -> Any:
-        names = [w.update.name for w in self._write_pbs]  # a create is an update with exists=false
+    def send(self: LedgerWriter, writes: list[Any]) -> None:
+        names = [w.update.name for w in writes]  # a create is an update with exists=false
         if any(n.endswith("webhookEvents/fail-me") for n in names):
             events = [n for n in names if "/webhookEvents/" in n]
             raise gexc.AlreadyExists("forced") if len(events) > 1 else gexc.ServiceUnavailable("forced")
-        return real_commit(self, **kw)
+        real_send(self, writes)
 
-    monkeypatch.setattr(WriteBatch, "commit", commit)
+    monkeypatch.setattr(LedgerWriter, "_send", send)
 
 
 def test_native_graph_runs_on_teststream_against_the_emulators(topology: Topology, firestore_db: firestore.Client,
