@@ -54,6 +54,8 @@ class RegionMetrics:
         return self._beam[key]
 
     def outcome(self, outcome: str, count: int = 1) -> None:
+        """One message reached its end: applied, recorded, duplicate or dlq (each also counts as processed)."""
+        self._counter("processed").inc(count)
         self._counter(outcome).inc(count)
         _EVENTS.labels(self.region, outcome).inc(count)
 

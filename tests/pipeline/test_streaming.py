@@ -53,13 +53,13 @@ def event_statuses(db: firestore.Client) -> dict[str, str]:
     return {d.id: d.get("status") for d in db.collection("webhookEvents").stream()}
 
 
-def metric_totals(port: int) -> Counter[str]:
+def metric_totals(port: int, series: str = "paynow_pipeline_events_total", label: str = "outcome") -> Counter[str]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     totals: Counter[str] = Counter()
     for line in text.splitlines():
-        if line.startswith("paynow_pipeline_events_total{"):
-            outcome = line.split('outcome="')[1].split('"')[0]
-            totals[outcome] += int(float(line.rsplit(" ", 1)[1]))
+        if line.startswith(series + "{"):
+            assert 'region="us-central1"' in line
+            totals[line.split(f'{label}="')[1].split('"')[0]] += int(float(line.rsplit(" ", 1)[1]))
     return totals
 
 
@@ -83,6 +83,9 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
             ("drop_incompatible", "DecodeAndGate", None), ("drop_malformed", "DecodeAndGate", None)}
         assert wait_until(lambda: sum(metric_totals(port).values()) >= 18, 20)
         totals = metric_totals(port)
+        verdicts = metric_totals(port, "paynow_dlq_total", "verdict")
+        versions = metric_totals(port, "paynow_schema_versions_total", "version")
+        latency_count = metric_totals(port, "paynow_worker_processing_seconds_count", "region")
         log = pipe.log()
 
     assert event_statuses(firestore_db) == STATUSES
@@ -92,6 +95,9 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
     assert doc["region"] == "europe-west1" and doc["workerRegion"] == "us-central1" and doc["uid"] == "u2"
     assert doc["orderingKey"] == "customer:c-mapped" and doc["processedAt"] > doc["publishedAt"]
     assert totals == {"applied": 7, "recorded": 3, "duplicate": 4, "dlq": 4}
+    assert verdicts == {"unmapped_customer": 1, "unmapped_product": 1, "drop_incompatible": 1, "drop_malformed": 1}
+    assert versions == {"3": 16, "unknown": 1}
+    assert latency_count == {"us-central1": 13}  # every commit but the dedupe's drop
     assert log.count('"message": "pipeline ready"') == 1 and '"message": "event committed"' in log
 
 
