@@ -247,8 +247,8 @@ def run(events: int = 6000, users: int = 300, rate: int = 100, seconds: int = 20
         "Notes: the acking graph runs on FnApiRunner with its state cache off (it weighed every state write with "
         "objsize, half of the CPU). Sink (b) commits batches of up to 50 events in parallel (8 threads), so its "
         "rate here is bounded by the Firestore emulator, a JVM on the same cores as the pipeline and the Pub/Sub "
-        "emulator; run (a) has no such third process. Figures swing by about a quarter between runs on this "
-        "shared machine.",
+        "emulator; run (a) has no such third process. On this shared machine the figures move by a factor of two "
+        "or more with the load other work puts on the cores (see the load averages above).",
     ])
 
 
