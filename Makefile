@@ -4,7 +4,7 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench install system-deps lint demo drill clean
+.PHONY: run test bench install system-deps lint demo drill cloud-check flex-template clean
 
 run: install system-deps
 	$(VENV)/bin/paynow up
@@ -20,6 +20,12 @@ drill: install system-deps
 
 bench: install system-deps
 	$(PY) -m ops.bench
+
+cloud-check: install
+	$(PY) -m pytest tests/cloud -q
+
+flex-template:  # PROJECT=... [TAG=...] [REGION=...]: image, template spec, launch (see deploy/README.md)
+	bash scripts/flex-template.sh all
 
 install: $(STAMP)
 
