@@ -244,18 +244,18 @@ class Drills:
                    f"≈ {expected:.2%} (1 − v1 share)", seen > 0 and abs(rate - expected) < 0.02)
 
     def drill_webhook_failover(self, result: Result) -> None:
-        duration = max(self._duration("webhook-failover"), 12.0)
+        duration = max(self._duration("webhook-failover"), 15.0)  # bringing US back takes ~5 s on busy cores
         checkdowns = {s.name: s.check_down for s in self.stack.lb_stats()}
         marks: dict[str, float] = {}
 
         async def fault(started: float) -> None:
-            await asyncio.sleep(duration / 3)
+            await asyncio.sleep(duration / 4)
             marks["kill"] = time.time()
             self._say(f"webhook-failover: kill -9 ingress {PRIMARY}")
             watch = asyncio.create_task(self._until_out(PRIMARY, marks["kill"]))
             await asyncio.to_thread(self.stack.kill, f"ingress-{PRIMARY}")
             marks["down"] = await watch
-            await asyncio.sleep(max(0.0, started + 2 * duration / 3 - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + duration / 2 - time.monotonic()))
             self._say(f"webhook-failover: bring {PRIMARY} back")
             marks["restart"] = time.time()
             await asyncio.to_thread(self.stack.restart, f"ingress-{PRIMARY}")

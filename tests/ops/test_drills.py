@@ -75,7 +75,7 @@ def test_schema(stack: Stack) -> None:
 
 
 def test_webhook_failover(stack: Stack) -> None:
-    result = _run(stack, "webhook-failover", duration=12, rate=RATE)
+    result = _run(stack, "webhook-failover", duration=15, rate=RATE)
     assert result.passed
     detect = result.figure("time until all traffic on europe-west1 (LB marks us-central1 DOWN)")
     assert float(detect.value.split()[0]) <= drills.FAILOVER_TARGET_S
