@@ -32,6 +32,20 @@ def remember(seen: dict[str, float], event_id: str, now: float, ttl: float) -> t
     return False, kept
 
 
+REPLAYED_AT = "replayedAt"
+
+
+def dedupe_id(event: Event) -> str:
+    """What the dedupe remembers: the eventId, plus the replay time for an operator's DLQ replay.
+
+    A replay must get past the memory of the attempt that dead-lettered it; Pub/Sub redeliveries of that
+    replay carry the same attribute and are still dropped. Firestore's create-once commit covers the rest.
+    """
+    replayed_at = event.message.attributes.get(REPLAYED_AT)
+    event_id = str(event.envelope["eventId"])
+    return f"{event_id}@replay:{replayed_at}" if replayed_at else event_id
+
+
 _SEEN = userstate.ReadModifyWriteStateSpec("seen", PickleCoder())
 _EXPIRY = userstate.TimerSpec("expiry", TimeDomain.REAL_TIME)
 SEEN_STATE = beam.DoFn.StateParam(_SEEN)
@@ -48,7 +62,7 @@ class _DedupeBase(beam.DoFn):
         self._metrics = RegionMetrics(self._region)
 
     def _check(self, event: Event, state: Any) -> bool:
-        duplicate, seen = remember(state.read() or {}, event.envelope["eventId"], self._clock(), self._ttl)
+        duplicate, seen = remember(state.read() or {}, dedupe_id(event), self._clock(), self._ttl)
         state.write(seen)
         return duplicate
 

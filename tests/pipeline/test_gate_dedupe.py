@@ -1,6 +1,7 @@
 """DecodeAndGate verdicts and DedupeEventIds (both variants) on TestPipeline / TestStream."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -79,8 +80,11 @@ def frozen_clock() -> float:
     return 0.0
 
 
-def keyed(event_id: str) -> tuple[str, Event]:
-    return "uid:u1", Event(f.message(f.order(event_id, event_id, [(f.P20, 1)])), {"eventId": event_id})
+def keyed(event_id: str, replayed_at: str | None = None) -> tuple[str, Event]:
+    message = f.message(f.order(event_id, event_id, [(f.P20, 1)]))
+    if replayed_at:
+        message = dataclasses.replace(message, attributes={**message.attributes, "replayedAt": replayed_at})
+    return "uid:u1", Event(message, {"eventId": event_id})
 
 
 def one_by_one(stream: TestStream, *event_ids: str) -> TestStream:
@@ -110,3 +114,15 @@ def test_dedupe_timer_clears_the_key_when_processing_time_passes_the_ttl() -> No
         out = p | stream | DedupeEventIds(60, "us-central1", with_timers=True, clock=frozen_clock)
         assert_that(out.unique | beam.Map(lambda e: e.envelope["eventId"]), equal_to(["a", "a"]), label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.message_id), equal_to(["a"]), label="duplicate")
+
+
+@pytest.mark.parametrize("with_timers", [False, True])
+def test_a_dlq_replay_passes_the_dedupe_but_its_redelivery_does_not(with_timers: bool) -> None:
+    stream = (TestStream().add_elements([keyed("a")]).add_elements([keyed("a", "1700")])
+              .add_elements([keyed("a", "1700")]).add_elements([keyed("a", "1800")]).advance_watermark_to_infinity())
+    with TestPipeline(options=STREAMING) as p:
+        out = p | stream | DedupeEventIds(3600, "us-central1", with_timers=with_timers, clock=frozen_clock)
+        assert_that(out.unique | beam.Map(lambda e: e.message.attributes.get("replayedAt")),
+                    equal_to([None, "1700", "1800"]), label="unique")
+        assert_that(out.duplicate | beam.Map(lambda m: m.attributes.get("replayedAt")), equal_to(["1700"]),
+                    label="duplicate")

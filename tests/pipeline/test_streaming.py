@@ -82,22 +82,30 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
             ("unmapped_customer", "ResolveAccount", "e-nobody"), ("unmapped_product", "ApplyToLedger", "e-404"),
             ("drop_incompatible", "DecodeAndGate", None), ("drop_malformed", "DecodeAndGate", None)}
         assert wait_until(lambda: sum(metric_totals(port).values()) >= 18, 20)
+        # The operator maps the customer and replays the dead letter (as ops.dlq does: same bytes, attributes
+        # and ordering key, plus replayedAt): the dedupe that saw its first attempt must let it through.
+        map_customer(firestore_db, "c-unknown", "u3")
+        replay = f.message(f.order("e-nobody", "o4", [(f.P50, 1)], customer="c-unknown", uid=None))
+        client.publish(topology.topic, replay.data, ordering_key=replay.ordering_key,
+                       **{**replay.attributes, "replayedAt": "1"}).result()
+        assert wait_until(lambda: wallet(firestore_db, "u3") == 50, 30), pipe.log()[-3000:]
+        assert wait_until(lambda: sum(metric_totals(port).values()) >= 19, 20)
         totals = metric_totals(port)
         verdicts = metric_totals(port, "paynow_dlq_total", "verdict")
         versions = metric_totals(port, "paynow_schema_versions_total", "version")
         latency_count = metric_totals(port, "paynow_worker_processing_seconds_count", "region")
         log = pipe.log()
 
-    assert event_statuses(firestore_db) == STATUSES
+    assert event_statuses(firestore_db) == {**STATUSES, "e-nobody": "applied"}  # the last after its replay
     assert ledger(firestore_db, "u1") == U1_LEDGER and wallet(firestore_db, "u1") == sum(U1_LEDGER.values()) == 690
     assert ledger(firestore_db, "u2") == {"purchase:o3:0": 50} and wallet(firestore_db, "u2") == 50
     doc = firestore_db.document("webhookEvents/e-u2").get().to_dict()
     assert doc["region"] == "europe-west1" and doc["workerRegion"] == "us-central1" and doc["uid"] == "u2"
     assert doc["orderingKey"] == "customer:c-mapped" and doc["processedAt"] > doc["publishedAt"]
-    assert totals == {"applied": 7, "recorded": 3, "duplicate": 4, "dlq": 4}
+    assert totals == {"applied": 8, "recorded": 3, "duplicate": 4, "dlq": 4}
     assert verdicts == {"unmapped_customer": 1, "unmapped_product": 1, "drop_incompatible": 1, "drop_malformed": 1}
-    assert versions == {"3": 16, "unknown": 1}
-    assert latency_count == {"us-central1": 13}  # every commit but the dedupe's drop
+    assert versions == {"3": 17, "unknown": 1}
+    assert latency_count == {"us-central1": 14}  # every commit (the dedupe's drop is not one)
     assert log.count('"message": "pipeline ready"') == 1 and '"message": "event committed"' in log
 
 
