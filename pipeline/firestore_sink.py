@@ -269,10 +269,12 @@ class _ApplyFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DLQ, reject(event, "write_failed", result.reason, STEP))
                 continue
             self._metrics.outcome(STATUS_OUTCOME[result.status])
+            latency = now - event.message.publish_time_ms / 1000
             if result.status != "duplicate":
-                self._metrics.latency(now - event.message.publish_time_ms / 1000)
+                self._metrics.latency(latency)
+            # latencyMs (publish -> commit) feeds the worker_processing_p95_by_region log metric (deploy/).
             log(logging.DEBUG, "event committed", eventId=event.envelope["eventId"], status=result.status,
-                uid=event.uid, region=self._config.region)
+                uid=event.uid, region=self._config.region, latencyMs=round(latency * 1000, 1))
             yield event.message
 
     def teardown(self) -> None:

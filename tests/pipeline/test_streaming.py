@@ -1,6 +1,7 @@
 """The real streaming pipeline (`python -m pipeline`, DirectRunner, acking read) against the real emulators."""
 from __future__ import annotations
 
+import json
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -107,6 +108,8 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
     assert versions == {"3": 17, "unknown": 1}
     assert latency_count == {"us-central1": 14}  # every commit (the dedupe's drop is not one)
     assert log.count('"message": "pipeline ready"') == 1 and '"message": "event committed"' in log
+    committed = [json.loads(line) for line in log.splitlines() if '"message": "event committed"' in line]
+    assert committed and all(entry["latencyMs"] > 0 for entry in committed)  # read by the worker p95 log metric
 
 
 def test_standby_takes_over_after_kill_9_without_loss_or_double_credit(emulator_hosts: tuple[str, str],
