@@ -1,4 +1,4 @@
-"""`python -m ingress`: uvicorn (uvloop + httptools) on 127.0.0.1:$PORT; SIGTERM drains before exiting."""
+"""`python -m ingress`: uvicorn (uvloop + httptools) on $HOST:$PORT (127.0.0.1:8080); SIGTERM drains first."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,6 @@ from ingress.logging import configure_logging
 from ingress.settings import ConfigError, Settings
 from ingress.state import IngressState
 
-HOST = "127.0.0.1"
 log = logging.getLogger("ingress")
 
 
@@ -53,11 +52,11 @@ def main() -> int:
         return 2
     configure_logging(region=settings.region, service=settings.service_name, level=settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=HOST, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
                             log_config=None, access_log=False,
                             timeout_graceful_shutdown=int(settings.publish_timeout) + 5)
     server = DrainingServer(config, state=app.state.ingress, drain_seconds=settings.drain_seconds)
-    log.info("ingress starting", extra={"detail": f"{HOST}:{settings.port} topic {settings.topic}"})
+    log.info("ingress starting", extra={"detail": f"{settings.host}:{settings.port} topic {settings.topic}"})
     server.run()
     return 0
 

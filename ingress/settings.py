@@ -100,6 +100,15 @@ def _networks(reader: _Reader) -> tuple[IPNetwork, ...]:
         raise ConfigError("TRUSTED_PROXIES", f"must be comma-separated IP addresses or CIDRs ({exc})") from None
 
 
+def _host(reader: _Reader) -> str:
+    """Loopback unless told otherwise (Cloud Run needs HOST=0.0.0.0)."""
+    raw = reader.text("HOST", "127.0.0.1")
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError("HOST", f"{raw[:64]!r} is not an IP address to listen on") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the ingress reads from its environment (DESIGN §5 flags plus its own tuning)."""
@@ -117,6 +126,7 @@ class Settings:
     project: str = "paynow-local"
     topic: str = "projects/paynow-local/topics/paynow-events"
     admin_token: str = field(default="", repr=False)
+    host: str = "127.0.0.1"
     port: int = 8080
     rate_limit_burst: int = 100
     rate_limit_per_minute: int = 300
@@ -168,6 +178,7 @@ class Settings:
             project=project,
             topic=_topic(env, project),
             admin_token=env.text("ADMIN_TOKEN", ""),
+            host=_host(env),
             port=env.integer("PORT", 8080, low=1, high=65535),
             rate_limit_burst=env.integer("RATE_LIMIT_BURST", 100, low=1, high=1_000_000),
             rate_limit_per_minute=env.integer("RATE_LIMIT_PER_MINUTE", 300, low=0, high=100_000_000),

@@ -6,12 +6,11 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ingress.envelope import encode
 from ingress.publisher import PublishUnavailable
 from ingress.responses import RETRY_AFTER_UNAVAILABLE, error, note
 from ingress.signature import SignatureError, verify
 from ingress.state import IngressState
-from schemas import PayloadError, envelope_attributes, envelope_from_payload, ordering_key
+from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 
 MAX_ORDERING_KEY_BYTES = 1024  # Pub/Sub's limit; a longer key would fail every publish of its batch
 
@@ -48,7 +47,7 @@ async def webhook(request: Request) -> Response:
         return error(scope, 400, "invalid_payload", f"{field}: makes an ordering key over {MAX_ORDERING_KEY_BYTES} "
                      "bytes", event_id=event_id)
     try:
-        data = encode(envelope)
+        data = encode_envelope(envelope)
     except (ValueError, TypeError, OverflowError) as exc:  # a value Avro cannot carry (lone surrogates, ...)
         return error(scope, 400, "invalid_payload", f"body: cannot be encoded ({type(exc).__name__})",
                      event_id=event_id)

@@ -135,7 +135,7 @@ def envelope_from_payload(body: bytes, *, timestamp_ms: int, region: str) -> Env
         raise PayloadError("body", "must be a JSON object")
     event_id = _id(payload, "id", "")
     event_type = _get(payload, "event_type", "")
-    if event_type not in EVENT_TYPES:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         raise PayloadError("event_type", f"unknown event type {str(event_type)[:64]!r}")
     data = _obj(payload, "data", "")
     return {

@@ -25,9 +25,10 @@ def test_values_are_parsed_and_typed() -> None:
     settings = Settings.from_env({
         "PAYNOW_WEBHOOK_SECRETS": " new , old ", "REGION": "europe-west1", "GOOGLE_CLOUD_PROJECT": "my-project",
         "PUBSUB_TOPIC": "events", "MULTI_REGION_ENABLED": "false", "PORT": "9000", "LOG_LEVEL": "debug",
-        "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "PUBLISH_TIMEOUT": "2.5", "ADMIN_TOKEN": "t"})
+        "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "PUBLISH_TIMEOUT": "2.5", "ADMIN_TOKEN": "t", "HOST": "0.0.0.0"})
     assert settings.webhook_secrets == (b"new", b"old")
     assert settings.topic == "projects/my-project/topics/events"
+    assert settings.host == "0.0.0.0"
     assert settings.port == 9000 and settings.log_level == "DEBUG" and settings.publish_timeout == 2.5
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
     assert settings.rollback_not_ready  # secondary region with multi-region off: the rollback switch
@@ -58,6 +59,7 @@ def test_secrets_never_appear_in_repr() -> None:
     ({**REQUIRED, "GOOGLE_CLOUD_PROJECT": "Bad_Project"}, "GOOGLE_CLOUD_PROJECT"),
     ({**REQUIRED, "PUBSUB_TOPIC": "projects/p/topics"}, "PUBSUB_TOPIC"),
     ({**REQUIRED, "PUBSUB_TOPIC": "9starts-with-digit"}, "PUBSUB_TOPIC"),
+    ({**REQUIRED, "HOST": "localhost"}, "HOST"),
     ({**REQUIRED, "PORT": "0"}, "PORT"),
     ({**REQUIRED, "PORT": "http"}, "PORT"),
     ({**REQUIRED, "RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"),
