@@ -133,6 +133,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     publish_timeout: float = 5.0
     publish_batch_max: int = 100
+    pubsub_ordering: bool = True
     publish_linger_ms: float = 1.0
     dedupe_ttl_seconds: float = 600.0
     drain_seconds: float = 5.0
@@ -185,6 +186,7 @@ class Settings:
             trusted_proxies=_networks(env),
             publish_timeout=env.number("PUBLISH_TIMEOUT", 5.0, low=0.05, high=60),
             publish_batch_max=env.integer("PUBLISH_BATCH_MAX", 100, low=1, high=1000),
+            pubsub_ordering=env.flag("PUBSUB_ORDERING", True),
             publish_linger_ms=env.number("PUBLISH_LINGER_MS", 1.0, low=0, high=100),
             dedupe_ttl_seconds=env.number("DEDUPE_TTL_SECONDS", 600.0, low=0, high=86_400),
             drain_seconds=env.number("DRAIN_SECONDS", 5.0, low=0, high=300),

@@ -51,8 +51,13 @@ async def webhook(request: Request) -> Response:
     except (ValueError, TypeError, OverflowError) as exc:  # a value Avro cannot carry (lone surrogates, ...)
         return error(scope, 400, "invalid_payload", f"body: cannot be encoded ({type(exc).__name__})",
                      event_id=event_id)
+    attributes = envelope_attributes(envelope)
+    if not settings.pubsub_ordering:
+        # Pub/Sub takes one ordering key per Publish RPC; without keys a whole gathered batch is one RPC. The
+        # ledger's result does not depend on arrival order, and the pipeline keys by the envelope, not the key.
+        attributes["orderingKey"], key = key, ""
     try:
-        await state.publisher.publish(data, envelope_attributes(envelope), key)
+        await state.publisher.publish(data, attributes, key)
     except PublishUnavailable:
         return error(scope, 503, "publish_unavailable", "Pub/Sub did not confirm the message; retry later",
                      {"Retry-After": RETRY_AFTER_UNAVAILABLE}, event_id=event_id)

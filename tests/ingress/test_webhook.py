@@ -43,6 +43,16 @@ def test_ordering_key_falls_back_to_the_paynow_customer(client: TestClient, publ
     assert publisher.messages[0][2] == "customer:cust-99"
 
 
+def test_without_pubsub_ordering_the_key_travels_as_an_attribute(publisher: RecordingPublisher) -> None:
+    body = order_body("evt-43", uid="user-8")
+    with TestClient(create_app(make_settings(PUBSUB_ORDERING="false"), publisher=publisher)) as client:
+        assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
+    [(data, attributes, key)] = publisher.messages
+    assert key == ""
+    assert attributes["orderingKey"] == "uid:user-8"
+    assert decode_envelope(data)["eventId"] == "evt-43"
+
+
 @PATHS
 def test_recent_duplicate_is_answered_200_without_a_second_publish(client: TestClient,
                                                                    publisher: RecordingPublisher, path: str) -> None:
