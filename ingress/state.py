@@ -30,7 +30,9 @@ class IngressState:
         reasons = []
         if self.draining:
             reasons.append("draining")
-        if self.publisher is None or not self.publisher.healthy:
+        # FAILOVER_ENABLED=false keeps a region in rotation while Pub/Sub fails (its webhooks get 503 and
+        # PayNow retries) instead of letting the load balancer move the traffic to the other region.
+        if self.publisher is None or (not self.publisher.healthy and self.settings.failover_enabled):
             reasons.append("publisher unhealthy")
         if self.settings.rollback_not_ready:
             reasons.append(f"MULTI_REGION_ENABLED=false and {self.settings.region} is not the primary region")

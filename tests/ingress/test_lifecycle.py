@@ -68,6 +68,15 @@ def test_readyz_is_503_while_the_publisher_is_unhealthy(client: TestClient, publ
     assert response.json() == {"error": "not_ready", "detail": "publisher unhealthy"}
 
 
+def test_without_failover_an_unhealthy_publisher_keeps_the_region_in_rotation(
+        publisher: RecordingPublisher) -> None:
+    with TestClient(create_app(make_settings(FAILOVER_ENABLED="false"), publisher=publisher)) as client:
+        publisher.healthy = False
+        assert client.get("/readyz").status_code == 200
+        client.post("/admin/drain", headers=AUTH)
+        assert client.get("/readyz").json() == {"error": "not_ready", "detail": "draining"}
+
+
 def test_rollback_switch_makes_the_secondary_region_not_ready(publisher: RecordingPublisher) -> None:
     settings = make_settings(MULTI_REGION_ENABLED="false")  # REGION=europe-west1 is the secondary
     with TestClient(create_app(settings, publisher=publisher)) as client:
