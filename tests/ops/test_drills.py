@@ -103,6 +103,13 @@ def test_load(stack: Stack) -> None:
     assert sum(f.name.startswith("RSS ") for f in result.figures) == 5
 
 
+def test_dlq_replay(stack: Stack) -> None:
+    result = _run(stack, "dlq-replay")  # also replays the unmapped customers' orders the drills above sent
+    assert result.passed
+    assert result.figure("ledger entries for the order").value == "1"
+    assert _value(result, "balance after replaying it again") == "300"
+
+
 def test_rollback(stack: Stack) -> None:
     result = _run(stack, "rollback", duration=20, rate=RATE)
     assert result.passed
@@ -125,8 +132,9 @@ def test_cli_drives_the_running_stack(stack: Stack, capsys: pytest.CaptureFixtur
 
 
 def test_audit_of_everything_the_drills_sent(stack: Stack) -> None:
-    result = _run(stack, "audit")
+    result = _run(stack, "audit")  # after the replays too: nothing accepted is lost
     assert result.passed
+    assert _value(result, "audit: accepted events neither processed nor in the DLQ (lost)") == "0"
     assert int(_value(result, "traffic logs audited")) >= 7
     assert result.figure("planted drifts detected (scratch project)").value == "3/3"
 
