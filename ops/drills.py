@@ -340,6 +340,7 @@ class Drills:
         worker = self._p95_ms(worker_before, self._worker_samples(), status.WORKER)
         result.add("webhook ACK p95 (ingress histogram)", "-" if ack is None else f"{ack:.1f} ms",
                    f"≤ {ACK_P95_TARGET_MS:g} ms", ack is not None and ack <= ACK_P95_TARGET_MS)
+        result.add("answer p95 as the sender saw it (incl. LB and client)", f"{stats.p95():.1f} ms")
         result.add("worker p95 (publish → commit)", "-" if worker is None else f"{worker:.0f} ms",
                    f"≤ {WORKER_P95_TARGET_MS:g} ms", worker is not None and worker <= WORKER_P95_TARGET_MS)
         for name, (start, *end) in sorted(memory.items()):

@@ -376,10 +376,12 @@ class Publisher:
 async def run(*, target: str, secret: str, rate: float, duration: float, log_path: Path,
               mix: Mix, publisher: Publisher | None = None, policy: RetryPolicy | None = None,
               progress: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
-              transport: httpx.AsyncBaseTransport | None = None) -> Stats:
+              transport: httpx.AsyncBaseTransport | None = None, max_in_flight: int = 256) -> Stats:
     """Send `mix` open-loop at `rate`/s for `duration` s to `target` (LB or ingress base URL); record to log_path.
 
-    Open loop: the n-th webhook starts at t0 + n/rate whatever happened to earlier ones, as PayNow would.
+    Open loop: the n-th webhook starts at t0 + n/rate whatever happened to earlier ones, as PayNow would, up to
+    `max_in_flight` unanswered webhooks; beyond that the sender itself is saturated, so it waits rather than spiral
+    (the shortfall shows in the achieved rate).
     Legacy actions are published onto the topic when a publisher is given and skipped otherwise.
     """
     if rate <= 0 or duration <= 0:
@@ -390,6 +392,8 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
     recorder = Recorder(log_path)
     tasks: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+
+    slots = asyncio.Semaphore(max_in_flight)
 
     async def one(client: httpx.AsyncClient, action: Action) -> None:
         stats.in_flight += 1
@@ -417,6 +421,7 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
             recorder.write(record)
         finally:
             stats.in_flight -= 1
+            slots.release()
 
     started = time.monotonic()
     last_progress = 0.0
@@ -435,6 +440,7 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
                 if isinstance(action, Legacy) and publisher is None:
                     n += 1
                     continue
+                await slots.acquire()
                 task = asyncio.create_task(one(client, action))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -200,3 +200,22 @@ def test_read_log_skips_the_line_a_running_generator_is_still_writing(tmp_path: 
     log = tmp_path / "live.jsonl"
     log.write_text('{"kind":"webhook","ok":true,"eventId":"e1"}\n{"kind":"webhook","ok":tr')
     assert [r["eventId"] for r in traffic.read_log(log)] == ["e1"]
+
+
+def test_a_saturated_sender_waits_instead_of_piling_up_requests(tmp_path: Path) -> None:
+    peak = 0
+    active = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal peak, active
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.2)
+        active -= 1
+        return httpx.Response(202, json={"status": "accepted", "region": "us-central1"})
+
+    stats = asyncio.run(traffic.run(target="http://lb", secret="s", rate=200, duration=0.5,
+                                    log_path=tmp_path / "t.jsonl", mix=traffic.Mix(seed=1, legacy=False),
+                                    transport=httpx.MockTransport(handler), max_in_flight=5))
+    assert peak == 5 and stats.failed == 0
+    assert stats.sent < 0.5 * 200 * 0.5  # the shortfall shows in what was sent
