@@ -3,9 +3,6 @@ emulator -> streaming pipeline (DirectRunner) -> Firestore emulator, plus a v1 m
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +15,7 @@ from google.cloud import firestore, pubsub_v1
 
 from ops.emulators import free_port
 from ops.signing import signed_headers
+from ops.stack import Process
 from ops.topology import Topology
 from schemas import encode_legacy
 
@@ -26,20 +24,11 @@ REGION = "europe-west1"
 UID = "user-e2e"
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, *args], env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def process(name: str, args: list[str], env: dict[str, str], log: Path) -> Process:
+    """A real child process in its own process group (the stack's own harness), started."""
+    child = Process(name, [sys.executable, *args], env, str(log))
+    child.start()
+    return child
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float, logs: list[Path]) -> Any:
@@ -58,19 +47,20 @@ def running_system(topology: Topology, firestore_db: firestore.Client,
     """One ingress and one pipeline process on the test's own project; both stopped afterwards."""
     port = free_port()
     logs = [tmp_path / "ingress.log", tmp_path / "pipeline.log"]
-    ingress = spawn(["-m", "ingress"], {
+    ingress = process("ingress", ["-m", "ingress"], {
         "REGION": REGION, "PORT": str(port), "PAYNOW_WEBHOOK_SECRETS": SECRET, "GOOGLE_CLOUD_PROJECT": topology.project,
         "PUBSUB_TOPIC": topology.topic, "ADMIN_TOKEN": "admin-token-e2e", "PRIMARY_REGION": "us-central1",
         "SECONDARY_REGION": REGION}, logs[0])
-    pipeline = spawn(["-m", "pipeline", "--subscription", topology.subscription, "--dlq_topic", topology.dlq_topic,
-                      "--project", topology.project, "--region", "us-central1"], {}, logs[1])
+    pipeline = process("pipeline", ["-m", "pipeline", "--subscription", topology.subscription,
+                                    "--dlq_topic", topology.dlq_topic, "--project", topology.project,
+                                    "--region", "us-central1"], {}, logs[1])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ok(f"{url}/readyz"), "ingress /readyz", 60, logs)
         yield url, firestore_db, logs
     finally:
-        stop(ingress)
-        stop(pipeline)
+        ingress.stop(timeout=20)
+        pipeline.stop(timeout=20)
 
 
 def _ok(url: str) -> bool:
