@@ -10,6 +10,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from pipeline import recycle
 from pipeline.accounts import ResolveAccount
 from pipeline.dead_letters import PublishDeadLetters
 from pipeline.dedupe import DedupeEventIds
@@ -122,6 +123,12 @@ def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger)
         return 2
     if options.view_as(StandardOptions).runner == ACKING_LOCAL_RUNNER:
         _without_state_cache()
+        try:
+            memory_limit = recycle.limit_mb()
+        except ValueError as exc:
+            print(f"invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        recycle.start(options.view_as(LedgerOptions).subscription, memory_limit)
     result = pipeline.run()
     if resolved_read_mode(options) == "native":
         log_ready(subscription=options.view_as(LedgerOptions).subscription, region=worker_region(options),

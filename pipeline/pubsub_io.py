@@ -66,6 +66,20 @@ class Leases:
         with self._lock:
             self._ids.difference_update(ack_ids)
 
+    def return_all(self) -> int:
+        """Give every in-flight message back for immediate redelivery (ack deadline 0); returns how many."""
+        with self._lock:
+            ids, self._ids = list(self._ids), set()
+        client = self._client or pubsub_v1.SubscriberClient()
+        for start in range(0, len(ids), ACK_CHUNK):
+            try:
+                client.modify_ack_deadline(request={
+                    "subscription": self.subscription, "ack_ids": ids[start:start + ACK_CHUNK],
+                    "ack_deadline_seconds": 0}, timeout=10)
+            except Exception as exc:  # they are redelivered when their deadline lapses instead
+                log(logging.WARNING, "returning leases failed", error=repr(exc)[:300])
+        return len(ids)
+
     def _subscription_deadline(self, client: pubsub_v1.SubscriberClient) -> int:
         """Extend by the subscription's own ack deadline, so a dead worker's leases lapse no later than usual."""
         try:

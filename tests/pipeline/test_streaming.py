@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ from ops.bench_pipeline import PipelineProcess, publish_payloads, publisher, wai
 from ops.catalog import map_customer, seed_products
 from ops.emulators import free_port
 from ops.topology import Topology
+from pipeline import recycle
 from schemas import encode_legacy
 from tests.pipeline import factories as f
 from tests.pipeline.test_graph import dlq_verdicts
@@ -167,3 +169,35 @@ def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, st
     finally:
         store.stop()
 
+
+
+def test_worker_past_its_memory_bound_recycles_itself_without_loss_or_double_credit(
+        topology: Topology, firestore_db: firestore.Client, tmp_path: Path) -> None:
+    """FnApiRunner leaks native memory while streaming (pipeline/recycle.py); a low bound forces recycles."""
+    users = [f"m{i}" for i in range(10)]
+    payloads = [f.order(f"m-{n}", f"mo-{n}", [(f.P20, 1)], customer=f"c-{users[n % 10]}", uid=users[n % 10])
+                for n in range(300)]
+    client = publisher()
+    with PipelineProcess(topology, log_dir=tmp_path, env={"PIPELINE_MAX_RSS_MB": "300"}) as pipe:
+        pid = pipe.process.pid
+        for start in range(0, 300, 20):  # a steady trickle across at least one recycle
+            publish_payloads(client, topology.topic, payloads[start:start + 20])
+            time.sleep(1)
+        assert wait_until(lambda: '"message": "recycling worker"' in pipe.log(), 60), pipe.log()[-3000:]
+        assert wait_until(lambda: firestore_db.collection("webhookEvents").count().get()[0][0].value == 300, 90), \
+            pipe.log()[-3000:]
+        assert pipe.process.pid == pid and pipe.process.poll() is None  # the same process, re-executed
+    assert len(list(firestore_db.collection_group("ledger").stream())) == 300
+    for uid in users:
+        assert wallet(firestore_db, uid) == 30 * 20 == sum(ledger(firestore_db, uid).values())
+
+
+@pytest.mark.parametrize(("value", "limit"), [("", 2048), ("0", 0), ("512", 512)])
+def test_memory_bound_setting(value: str, limit: int) -> None:
+    assert recycle.limit_mb({"PIPELINE_MAX_RSS_MB": value}) == limit
+
+
+@pytest.mark.parametrize("value", ["100", "2g", "-1"])
+def test_bad_memory_bound_names_the_variable(value: str) -> None:
+    with pytest.raises(ValueError, match="PIPELINE_MAX_RSS_MB"):
+        recycle.limit_mb({"PIPELINE_MAX_RSS_MB": value})
