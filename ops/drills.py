@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from ops import audit, dlq, status, traffic
 from ops.catalog import KNOWN_PRODUCTS, map_customer
 from ops.signing import signed_headers
 from ops.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
+from pipeline import recycle
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
@@ -315,18 +317,24 @@ class Drills:
             self.stack.restart(f"pipeline-{PRIMARY}")
 
     def drill_load(self, result: Result) -> None:
+        """2 × normal rate: ACK and worker p95 against their targets, memory of every process bounded."""
         rate = self.rate if self.rate is not None else 2 * self.normal_rate
         duration = self._duration("load")
         ingress_before = self._ingress_samples()
         worker_before = self._worker_samples()
         memory: dict[str, list[int]] = {}
+        peak: dict[str, int] = {}
 
         async def sample(started: float) -> None:
             await asyncio.sleep(min(10.0, duration / 10))  # after warm-up
             for name, process in self.stack.processes.items():
                 if process.alive():
                     memory[name] = [group_rss_bytes(process.pid)]
-            await asyncio.sleep(max(0.0, started + duration - 0.5 - time.monotonic()))
+            while time.monotonic() < started + duration - 0.5:
+                for name, process in self.stack.processes.items():
+                    if name in memory:
+                        peak[name] = max(peak.get(name, 0), group_rss_bytes(process.pid))
+                await asyncio.sleep(min(1.0, max(0.0, started + duration - 0.5 - time.monotonic())))
             for name, process in self.stack.processes.items():
                 if name in memory:
                     memory[name].append(group_rss_bytes(process.pid))
@@ -343,12 +351,21 @@ class Drills:
         result.add("answer p95 as the sender saw it (incl. LB and client)", f"{stats.p95():.1f} ms")
         result.add("worker p95 (publish → commit)", "-" if worker is None else f"{worker:.0f} ms",
                    f"≤ {WORKER_P95_TARGET_MS:g} ms", worker is not None and worker <= WORKER_P95_TARGET_MS)
+        bound = recycle.limit_mb({**os.environ, **self.stack.processes[f"pipeline-{PRIMARY}"].env})
         for name, (start, *end) in sorted(memory.items()):
-            if end:
+            if not end:
+                continue
+            shown = f"{start / 2**20:.0f} → {end[0] / 2**20:.0f} MiB (peak {peak.get(name, end[0]) / 2**20:.0f})"
+            if name.startswith("pipeline-") and bound:
+                # Beam's local runner leaks native memory; the worker recycles itself past its bound
+                # (pipeline/recycle.py), so the figure that matters is that the bound holds.
+                ceiling = bound + 256  # one 5 s check interval of growth, with room
+                result.add(f"RSS {name} (start → end)", shown, f"peak ≤ {ceiling} MiB (recycles at {bound})",
+                           peak.get(name, end[0]) <= ceiling * 2**20)
+            else:
                 growth = end[0] - start
                 limit = start * 0.25 + 32 * 2**20
-                result.add(f"RSS {name} (start → end)", f"{start / 2**20:.0f} → {end[0] / 2**20:.0f} MiB",
-                           "growth ≤ 25 % + 32 MiB", growth <= limit)
+                result.add(f"RSS {name} (start → end)", shown, "growth ≤ 25 % + 32 MiB", growth <= limit)
 
     def drill_audit(self, result: Result) -> None:
         records: list[dict[str, Any]] = []
