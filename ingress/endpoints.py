@@ -44,18 +44,19 @@ def _authorize(request: Request) -> Response | None:
     return None
 
 
-async def drain(request: Request) -> Response:
-    """Stop taking webhooks (503) and report not-ready, so the load balancer moves traffic away."""
+async def _set_draining(request: Request, draining: bool) -> Response:
     if refused := _authorize(request):
         return refused
     state = _state(request)
-    state.set_draining(True, "admin request")
-    return JSONResponse({"status": "draining", "region": state.settings.region})
+    state.set_draining(draining, "admin request")
+    return JSONResponse({"status": "draining" if draining else "serving", "region": state.settings.region})
+
+
+async def drain(request: Request) -> Response:
+    """Stop taking webhooks (503) and report not-ready, so the load balancer moves traffic away."""
+    return await _set_draining(request, True)
 
 
 async def undrain(request: Request) -> Response:
-    if refused := _authorize(request):
-        return refused
-    state = _state(request)
-    state.set_draining(False, "admin request")
-    return JSONResponse({"status": "serving", "region": state.settings.region})
+    """Take webhooks again and report ready (unless another reason keeps the instance out)."""
+    return await _set_draining(request, False)
