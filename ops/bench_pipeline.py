@@ -19,6 +19,7 @@ from google.cloud import firestore, pubsub_v1
 
 from ops import emulators
 from ops.catalog import seed_products
+from ops.status import percentile
 from ops.topology import Topology
 from schemas import encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 
@@ -202,10 +203,6 @@ def _latency(rate: int, seconds: int, users: int, log_dir: Path) -> list[float]:
     return sorted((d["processedAt"] - d["publishedAt"]).total_seconds() * 1000 for d in docs)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))]
-
-
 def run(events: int = 6000, users: int = 300, rate: int = 100, seconds: int = 20) -> str:
     """Measure in one run and return the markdown section."""
     load_before = os.getloadavg()[0]
@@ -217,7 +214,7 @@ def run(events: int = 6000, users: int = 300, rate: int = 100, seconds: int = 20
         latencies = _latency(rate, seconds, users, log_dir)
     load_after = os.getloadavg()[0]
     ratio = sink_rate / noop_rate
-    p50, p95, p99 = (_percentile(latencies, q) for q in (0.50, 0.95, 0.99))
+    p50, p95, p99 = (percentile(latencies, q) for q in (0.50, 0.95, 0.99))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return "\n".join([
         f"### Pipeline (`python -m ops.bench_pipeline`, {when})",

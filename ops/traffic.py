@@ -17,6 +17,7 @@ import httpx
 
 from ops.catalog import KNOWN_PRODUCTS
 from ops.signing import signed_headers
+from ops.status import percentile
 from schemas import encode_legacy
 
 ONE_TIME = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "one_time")
@@ -278,8 +279,7 @@ class Stats:
     def p95(self) -> float:
         if not self.latencies_ms:
             return 0.0
-        values = sorted(self.latencies_ms)
-        return values[min(len(values) - 1, int(0.95 * len(values)))]
+        return percentile(sorted(self.latencies_ms), 0.95)
 
     def line(self, elapsed: float) -> str:
         regions = " ".join(f"{r}={n}" for r, n in sorted(self.by_region.items()))

@@ -55,3 +55,11 @@ def test_the_view_renders_every_section() -> None:
     for expected in ("us-central1", "europe-west1", "7.5 ms", "80.0 ms", "drop_incompatible", "97.00% of 100",
                      "failover events (LB UP→DOWN): 2", "europe-west1 UP→DOWN", "DOWN"):
         assert expected in text, expected
+
+
+def test_percentile_is_nearest_rank_of_sorted_samples() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert status.percentile(values, 0.5) == 51.0
+    assert status.percentile(values, 0.95) == 95.0
+    assert status.percentile(values, 1.0) == 100.0
+    assert status.percentile([7.0], 0.99) == 7.0
