@@ -13,7 +13,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from schemas.types import DeadLetter, Envelope
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 MIN_COMPATIBLE = 2
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
@@ -74,7 +74,7 @@ def _load(name: str) -> dict[str, Any]:
     return fastavro.parse_schema(json.loads(text))
 
 
-ENVELOPE_SCHEMAS: dict[int, dict[str, Any]] = {v: _load(f"envelope_v{v}") for v in (1, 2, 3)}
+ENVELOPE_SCHEMAS: dict[int, dict[str, Any]] = {v: _load(f"envelope_v{v}") for v in (1, 2, 3, 4)}
 DLQ_SCHEMA = _load("dlq_record")
 
 

@@ -1,24 +1,51 @@
-"""Map a PayNow webhook body to a v3 envelope, its ordering key and its Pub/Sub attributes."""
+"""Map a real PayNow delivery (`{event_type, event_id, body}`) to a v4 envelope, its ordering key and attributes.
+
+The wire contract is PayNow's published webhook definitions (schemas/vendor/paynow/webhook-definitions.json).
+Only what the ledger needs is validated here (DESIGN §1): the top level for every type, and for the types that
+change the ledger the fields §4 reads, with the types the definitions give them. Every refusal names the field.
+"""
 from __future__ import annotations
 
-import decimal
 import json
+import re
 from typing import Any
 
 from schemas.codec import CURRENT_VERSION, MIN_COMPATIBLE
 from schemas.types import Envelope
 
-ORDER_EVENTS = frozenset({"ON_ORDER_COMPLETED", "ON_REFUND", "ON_CHARGEBACK"})
-SUBSCRIPTION_EVENTS = frozenset({
-    "ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED", "ON_SUBSCRIPTION_CANCELED", "ON_SUBSCRIPTION_EXPIRED",
+ORDER_COMPLETED = "ON_ORDER_COMPLETED"
+REFUND = "ON_REFUND"
+CHARGEBACK = "ON_CHARGEBACK"
+CHARGEBACK_CLOSED = "ON_CHARGEBACK_CLOSED"
+SUBSCRIPTION_CREDITS = frozenset({"ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED"})
+CHARGEBACKS = frozenset({CHARGEBACK, CHARGEBACK_CLOSED})
+LEDGER_EVENTS = frozenset({ORDER_COMPLETED, REFUND}) | CHARGEBACKS | SUBSCRIPTION_CREDITS
+"""The types whose fields the ingress validates; every other type is published as it is (DESIGN §1)."""
+
+EVENT_TYPES = frozenset({
+    "ON_ORDER_COMPLETED", "ON_REFUND", "ON_CHARGEBACK", "ON_CHARGEBACK_CLOSED", "ON_DELIVERY_ITEM_ADDED",
+    "ON_DELIVERY_ITEM_ACTIVATED", "ON_DELIVERY_ITEM_USED", "ON_DELIVERY_ITEM_REVOKED", "ON_DELIVERY_ITEM_EXPIRED",
+    "ON_DELIVERY_ITEM_RENEWED", "ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED", "ON_SUBSCRIPTION_CANCELED",
+    "ON_DISCORD_ACCOUNT_LINKED_TO_CHECKOUT", "ON_CONNECTED_USER_REGISTERED", "ON_CONNECTED_USER_BECAME_PAYABLE",
+    "ON_CONNECTED_USER_BECAME_UNPAYABLE", "ON_CONNECTED_USER_PAYOUT_CREATED", "ON_CONNECTED_USER_PAYOUT_COMPLETED",
+    "ON_CONNECTED_USER_TRANSACTION_INSERTED", "ON_CONNECTED_USER_TRUST_STATUS_CHANGED", "ON_TRIAL_ACTIVATED",
+    "ON_TRIAL_COMPLETED", "ON_TRIAL_CANCELED", "ON_PURCHASE_FOLLOW_UP_ATTEMPT_EMAIL_SENT",
+    "ON_PURCHASE_FOLLOW_UP_ATTEMPT_SUCCEEDED", "ON_ABANDONED_CHECKOUT_RECOVERY_ATTEMPT_EMAIL_SENT",
+    "ON_ABANDONED_CHECKOUT_RECOVERY_ATTEMPT_SUCCEEDED", "ON_PAYMENT_COMPLETED", "ON_PAYMENT_FAILED",
 })
-CREDITED_SUBSCRIPTION_EVENTS = frozenset({"ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED"})
-EVENT_TYPES = ORDER_EVENTS | SUBSCRIPTION_EVENTS | {"ON_DELIVERY_ITEM_ADDED"}
+"""PayNow's `WebhookEventType` enum (tests check it against the definitions). Unknown types are accepted too."""
+
+EVENT_TYPE_RE = re.compile(r"^[A-Z_]{1,64}$")
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this."""
+UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""A Firebase-style uid (DESIGN §4); a `checkout.metadata.uid` that is not one is ignored, never trusted."""
 MAX_QUANTITY = 10_000
+MAX_CENTS = 2**63 - 1
 
 
 class PayloadError(ValueError):
-    """A PayNow body that cannot be mapped; `field` is the JSON path at fault."""
+    """A PayNow delivery that cannot be mapped; `field` is the JSON path at fault."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -26,133 +53,194 @@ class PayloadError(ValueError):
         self.problem = problem
 
 
-def _path(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _get(obj: dict[str, Any], key: str, path: str) -> Any:
-    value = obj.get(key)
-    if value is None:
-        raise PayloadError(_path(path, key), "missing")
-    return value
-
-
-def _obj(obj: dict[str, Any], key: str, path: str) -> dict[str, Any]:
-    value = _get(obj, key, path)
-    if not isinstance(value, dict):
-        raise PayloadError(_path(path, key), "must be an object")
-    return value
-
-
-def _id(obj: dict[str, Any], key: str, path: str) -> str:
-    """PayNow ids arrive as strings or as JSON numbers; both become strings."""
-    value = _get(obj, key, path)
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
-        raise PayloadError(_path(path, key), "must be a non-empty string or integer id")
-    if len(str(value)) > 200:
-        raise PayloadError(_path(path, key), "longer than 200 characters")
-    return str(value)
-
-
-def _opt_str(obj: dict[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    return None if value is None else str(value)
-
-
-def _quantity(obj: dict[str, Any], path: str) -> int:
-    value = _get(obj, "quantity", path)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUANTITY:
-        raise PayloadError(f"{path}.quantity", f"must be an integer from 1 to {MAX_QUANTITY}")
-    return value
-
-
-def _customer(obj: dict[str, Any], path: str) -> dict[str, Any]:
-    customer = _obj(obj, "customer", path)
-    metadata = customer.get("metadata") or {}
-    uid = metadata.get("uid") if isinstance(metadata, dict) else None
-    return {
-        "id": _id(customer, "id", f"{path}.customer"),
-        "email": _opt_str(customer, "email"),
-        "uid": str(uid) if uid not in (None, "") else None,
-    }
-
-
-def _lines(order: dict[str, Any]) -> list[dict[str, Any]]:
-    lines = _get(order, "lines", "data.order")
-    if not isinstance(lines, list) or not lines:
-        raise PayloadError("data.order.lines", "must be a non-empty array")
-    mapped = []
-    for i, line in enumerate(lines):
-        path = f"data.order.lines[{i}]"
-        if not isinstance(line, dict):
-            raise PayloadError(path, "must be an object")
-        mapped.append({"productId": _id(line, "product_id", path), "quantity": _quantity(line, path),
-                       "price": _opt_str(line, "price")})
-    return mapped
-
-
-def _data(event_type: str, data: dict[str, Any], raw: bytes) -> dict[str, Any]:
-    out: dict[str, Any] = {"orderId": None, "prettyId": None, "lines": [], "subscription": None,
-                           "deliveryItem": None, "rawPayload": raw}
-    order = data.get("order")
-    if event_type in ORDER_EVENTS or order is not None:
-        order = _obj(data, "order", "data")
-        out["orderId"] = _id(order, "id", "data.order")
-        out["prettyId"] = _opt_str(order, "pretty_id")
-        out["customer"] = _customer(order, "data.order")
-        out["lines"] = _lines(order)
-    if event_type in SUBSCRIPTION_EVENTS:
-        sub = _obj(data, "subscription", "data")
-        if event_type in CREDITED_SUBSCRIPTION_EVENTS:
-            _get(sub, "current_period_start", "data.subscription")
-        out["subscription"] = {
-            "id": _id(sub, "id", "data.subscription"),
-            "productId": _id(sub, "product_id", "data.subscription"),
-            "periodStart": _opt_str(sub, "current_period_start"),
-            "status": _opt_str(sub, "status"),
-        }
-        out.setdefault("customer", _customer(sub, "data.subscription"))
-    if event_type == "ON_DELIVERY_ITEM_ADDED":
-        item = _obj(data, "delivery_item", "data")
-        out["deliveryItem"] = {
-            "id": _id(item, "id", "data.delivery_item"),
-            "productId": _id(item, "product_id", "data.delivery_item"),
-            "quantity": _quantity(item, "data.delivery_item"),
-            "orderId": _opt_str(item, "order_id"),
-        }
-        if "customer" not in out:
-            out["customer"] = _customer(data, "data")
-    return out
-
-
-def envelope_from_payload(body: bytes, *, timestamp_ms: int, region: str) -> Envelope:
-    """Map a raw PayNow JSON body to a v3 envelope, or raise PayloadError naming the offending field."""
+def parse_delivery(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a delivery, or PayloadError: bad UTF-8, bad JSON, too deep, huge numbers, not an object."""
     try:
-        payload = json.loads(body, parse_float=decimal.Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError("body", f"not valid JSON ({exc})") from None
+        payload = json.loads(raw)
+    except RecursionError:
+        raise PayloadError("body", "nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # includes int-too-long (PEP 651's str digits limit)
+        raise PayloadError("body", f"not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(payload, dict):
         raise PayloadError("body", "must be a JSON object")
-    event_id = _id(payload, "id", "")
-    event_type = _get(payload, "event_type", "")
-    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
-        raise PayloadError("event_type", f"unknown event type {str(event_type)[:64]!r}")
-    data = _obj(payload, "data", "")
-    return {
-        "version": CURRENT_VERSION,
-        "minCompatible": MIN_COMPATIBLE,
-        "eventId": event_id,
-        "eventType": event_type,
-        "timestamp": timestamp_ms,
-        "region": region,
-        "data": _data(event_type, data, body),
-    }
+    return payload
+
+
+class _Reader:
+    """Typed getters over one JSON object at `path`; each failure names the exact field."""
+
+    def __init__(self, obj: dict[str, Any], path: str) -> None:
+        self.obj = obj
+        self.path = path
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def value(self, key: str, *, required: bool) -> Any:
+        value = self.obj.get(key)
+        if value is None and required:
+            raise PayloadError(self.at(key), "missing" if key not in self.obj else "must not be null")
+        return value
+
+    def text(self, key: str, *, required: bool = True, pattern: re.Pattern[str] | None = None,
+             max_len: int = 256) -> str | None:
+        value = self.value(key, required=required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise PayloadError(self.at(key), f"must be a string, got {_json_type(value)}")
+        if not value.isprintable() or not _utf8(value):
+            raise PayloadError(self.at(key), "holds control characters or unpaired surrogates")
+        if len(value) > max_len:
+            raise PayloadError(self.at(key), f"longer than {max_len} characters")
+        if pattern is not None and not pattern.match(value):
+            raise PayloadError(self.at(key), f"must match {pattern.pattern}")
+        return value
+
+    def ident(self, key: str, *, required: bool = True) -> str | None:
+        return self.text(key, required=required, pattern=ID_RE)
+
+    def integer(self, key: str, *, required: bool = True, low: int = -MAX_CENTS, high: int = MAX_CENTS) -> int | None:
+        value = self.value(key, required=required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PayloadError(self.at(key), f"must be an integer, got {_json_type(value)}")
+        if not low <= value <= high:
+            raise PayloadError(self.at(key), f"must be between {low} and {high}")
+        return value
+
+    def child(self, key: str, *, required: bool = True) -> _Reader | None:
+        value = self.value(key, required=required)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise PayloadError(self.at(key), f"must be an object, got {_json_type(value)}")
+        return _Reader(value, self.at(key))
+
+    def items(self, key: str) -> list[_Reader]:
+        value = self.value(key, required=True)
+        if not isinstance(value, list):
+            raise PayloadError(self.at(key), f"must be an array, got {_json_type(value)}")
+        readers = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise PayloadError(f"{self.at(key)}[{i}]", f"must be an object, got {_json_type(item)}")
+            readers.append(_Reader(item, f"{self.at(key)}[{i}]"))
+        return readers
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _uid(body: _Reader) -> str | None:
+    """checkout.metadata.uid when it is a valid uid; the definitions type metadata as a free-form object."""
+    checkout = body.obj.get("checkout")
+    metadata = checkout.get("metadata") if isinstance(checkout, dict) else None
+    uid = metadata.get("uid") if isinstance(metadata, dict) else None
+    return uid if isinstance(uid, str) and UID_RE.match(uid) else None
+
+
+def _customer(body: _Reader, *, required: bool) -> dict[str, Any] | None:
+    customer = body.child("customer", required=required)
+    if customer is None:
+        return None
+    email = customer.obj.get("email")
+    return {"id": customer.ident("id"), "uid": _uid(body),
+            "email": email if isinstance(email, str) and _utf8(email) else None}
+
+
+def _lines(body: _Reader) -> list[dict[str, Any]]:
+    return [{
+        "productId": line.ident("product_id"),
+        "quantity": line.integer("quantity", low=1, high=MAX_QUANTITY),
+        "lineId": line.ident("id", required=False),
+        "subscriptionId": line.ident("subscription_id", required=False),
+        "totalCents": line.integer("total_amount", required=False),
+    } for line in body.items("lines")]
+
+
+def _empty_data(raw: bytes) -> dict[str, Any]:
+    return {"orderId": None, "customer": None, "lines": [], "subscription": None, "refund": None,
+            "chargeback": None, "totalCents": None, "currency": None, "rawPayload": raw}
+
+
+def _ledger_data(event_type: str, body: _Reader, raw: bytes) -> dict[str, Any]:
+    """The fields §4 needs, validated, for a type that changes the ledger."""
+    data = _empty_data(raw)
+    if event_type == ORDER_COMPLETED:
+        data.update(orderId=body.ident("id"), customer=_customer(body, required=True), lines=_lines(body),
+                    totalCents=body.integer("total_amount"), currency=body.text("currency", max_len=8))
+    elif event_type == REFUND:
+        data.update(orderId=body.ident("order_id"), customer=_customer(body, required=False),
+                    refund={"id": body.ident("id"), "status": body.text("status", max_len=32),
+                            "amountCents": body.integer("amount")},
+                    currency=body.text("currency", max_len=8))
+    elif event_type in CHARGEBACKS:
+        data.update(orderId=body.ident("order_id"), customer=_customer(body, required=False),
+                    chargeback={"paymentId": body.ident("id"), "status": body.text("status", max_len=32),
+                                "chargebackStatus": body.text("chargeback_status", max_len=32),
+                                "amountCents": body.integer("amount")},
+                    currency=body.text("currency", max_len=8))
+    else:  # a subscription cycle
+        data.update(customer=_customer(body, required=True),
+                    subscription={"id": body.ident("id"), "productId": body.ident("product_id"),
+                                  "cycle": body.integer("billing_cycle_sequence", low=0, high=2**31 - 1),
+                                  "status": body.text("status", required=False, max_len=32),
+                                  "totalCents": body.integer("total_amount")},
+                    totalCents=body.integer("total_amount"), currency=body.text("currency", max_len=8))
+    return data
+
+
+def _other_data(body: dict[str, Any], raw: bytes) -> dict[str, Any]:
+    """Best-effort ids of a type the ledger ignores: nothing here may refuse the delivery (PayNow would retry)."""
+    data = _empty_data(raw)
+    order_id = body.get("order_id")
+    data["orderId"] = order_id if isinstance(order_id, str) and ID_RE.match(order_id) else None
+    customer = body.get("customer")
+    customer_id = customer.get("id") if isinstance(customer, dict) else None
+    if isinstance(customer_id, str) and ID_RE.match(customer_id):
+        data["customer"] = {"id": customer_id, "uid": _uid(_Reader(body, "body")), "email": None}
+    return data
+
+
+def envelope_from_payload(raw: bytes, *, timestamp_ms: int, region: str) -> Envelope:
+    """Map a raw PayNow delivery to a v4 envelope, or raise PayloadError naming the offending field."""
+    top = _Reader(parse_delivery(raw), "")
+    event_type = top.text("event_type", pattern=EVENT_TYPE_RE, max_len=64)
+    event_id = top.ident("event_id")
+    body = top.child("body")
+    assert event_type is not None and event_id is not None and body is not None
+    data = _ledger_data(event_type, body, raw) if event_type in LEDGER_EVENTS else _other_data(body.obj, raw)
+    return {"version": CURRENT_VERSION, "minCompatible": MIN_COMPATIBLE, "eventId": event_id,
+            "eventType": event_type, "timestamp": timestamp_ms, "region": region, "data": data}
 
 
 def ordering_key(envelope: Envelope) -> str:
-    """`uid:{uid}` when the payload names the user, else `customer:{paynowCustomerId}`."""
-    customer = envelope["data"]["customer"]
-    return f"uid:{customer['uid']}" if customer.get("uid") else f"customer:{customer['id']}"
+    """`uid:{uid}` when the delivery names the user, else `customer:{id}`, else `order:{id}`, else `event:{id}`.
+
+    A refund or chargeback whose customer is null gets the order's key: its order's other events may have
+    another key, which is why the ledger's order commits are conditioned on the order aggregate (DESIGN §4).
+    """
+    data = envelope["data"]
+    customer = data.get("customer")
+    if customer and customer.get("uid"):
+        return f"uid:{customer['uid']}"
+    if customer:
+        return f"customer:{customer['id']}"
+    if data.get("orderId"):
+        return f"order:{data['orderId']}"
+    return f"event:{envelope['eventId']}"
 
 
 def envelope_attributes(envelope: Envelope) -> dict[str, str]:
