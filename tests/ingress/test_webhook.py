@@ -7,7 +7,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from ingress import create_app
-from schemas import decode_envelope
+from schemas import EVENT_TYPES, decode_envelope, deliveries
 from tests.ingress.conftest import (
     LEGACY,
     WEBHOOK,
@@ -211,3 +211,37 @@ def test_wrong_method_and_unknown_path_answer_json(client: TestClient) -> None:
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
     assert wrong.json() == {"error": "method_not_allowed", "detail": "Method Not Allowed"}
     assert client.get("/nope").json() == {"error": "not_found", "detail": "Not Found"}
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES | {"ON_SOMETHING_PAYNOW_ADDS_LATER"}))
+def test_every_paynow_event_type_is_published_and_answered_202(client: TestClient, publisher: RecordingPublisher,
+                                                               event_type: str) -> None:
+    delivery = deliveries.delivery(event_type, "411486491630370816")
+    if event_type in deliveries.defined_types():
+        deliveries.validate(delivery)
+    body = deliveries.encode(delivery)
+    response = client.post(WEBHOOK, content=body, headers=signed_headers(body))
+    assert response.status_code == 202, response.text
+    [(data, attributes, _)] = publisher.messages
+    assert decode_envelope(data)["eventType"] == event_type == attributes["eventType"]
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b'{"event_type":"ON_REFUND","event_id":"1","body":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+     "body: nested too deeply"),
+    (order_body().replace(b'"total_amount":1000,"created_at"', b'"total_amount":1e9999999999,"created_at"'),
+     "body.total_amount: must be an integer, got number"),
+    (order_body().replace(b'"total_amount":1000,"sub', b'"total_amount":1' + b"0" * 5000 + b',"sub'),
+     "body: not valid JSON (Exceeds the limit (4300 digits) for integer string conversion"),
+    (order_body().replace(b'"customer":{"id":"3001"', b'"customer":{"id":"\\ud800"'),
+     "body.customer.id: holds control characters or unpaired surrogates"),
+    (order_body().replace(b'"event_id":"1001"', b'"event_id":["1001"]'), "event_id: must be a string, got array"),
+    (order_body().replace(b'"event_id":"1001"', b'"event_id":null'), "event_id: must not be null"),
+])
+def test_hostile_signed_bodies_are_400_with_the_field_never_5xx(client: TestClient, publisher: RecordingPublisher,
+                                                                body: bytes, detail: str) -> None:
+    response = client.post(WEBHOOK, content=body, headers=signed_headers(body))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_payload" and set(response.json()) == {"error", "detail"}
+    assert response.json()["detail"].startswith(detail)
+    assert publisher.messages == []
