@@ -119,8 +119,10 @@ def start(stack: Stack) -> None:
     lb = stack.info.get("lb", {}).get("statsUrl")
     config = home / "prometheus.yml"
     config.write_text(render_config(
-        ingress={r: v["url"] + "/metrics" for r, v in stack.info.get("ingress", {}).items()},
-        pipelines={r: v["metricsUrl"] for r, v in stack.info.get("pipelines", {}).items()},
+        ingress={n.removeprefix("ingress-"): stack.ingress_url(n.removeprefix("ingress-")) + "/metrics"
+                 for n in stack.processes if n.startswith("ingress-")},
+        pipelines={n.removeprefix("pipeline-"): stack.metrics_url(n.removeprefix("pipeline-"))
+                   for n in stack.processes if n.startswith("pipeline-")},
         haproxy=lb.removesuffix("/stats") + "/metrics" if lb else None, rules=rules))
     try:
         check(config)
@@ -205,3 +207,59 @@ async def watch_alert(url: str, name: str, timeline: list[tuple[float, str]], *,
             timeline.append((time.time(), state))
             last = state
         await asyncio.sleep(every)
+
+
+# -- what the status view and the drills show --------------------------------------------------------------
+
+def status_figures(info: dict[str, Any]) -> tuple[dict[str, dict[str, float]] | None, list[str]]:
+    """(seed metrics by region, active alerts as "name{region} state") of a stack; (None, []) without Prometheus."""
+    url = info.get("prometheus", {}).get("url")
+    if not url:
+        return None, []
+    try:
+        active = [f"{a['name']}{{{a['labels'].get('region', '')}}} {a['state']}" for a in alerts(url)]
+        return seed_metrics(url), sorted(active)
+    except PrometheusError:
+        return None, ["Prometheus did not answer"]
+
+
+def seed_table(seed: dict[str, dict[str, float]], active: list[str], regions: list[str]) -> Any:
+    """The five seed metrics by region (rows: metrics), titled with the active alerts."""
+    from rich.table import Table
+
+    units = {"webhook_ack_p95_by_region": (1000, "{:.1f} ms"), "worker_processing_p95_by_region": (1000, "{:.0f} ms"),
+             "dlq_depth_by_region": (1, "{:.0f}"), "schema_compatibility_rate": (100, "{:.2f} %"),
+             "region_failover_events": (1, "{:.0f}")}
+    title = "seed metrics from Prometheus (deploy/prometheus/rules.yml) · alerts: " + (", ".join(active) or "none")
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("metric")
+    for region in regions:
+        table.add_column(region, justify="right")
+    for name in SEED_METRICS:
+        scale, fmt = units[name]
+        cells = []
+        for region in regions:
+            value = seed.get(name, {}).get(region)
+            cells.append("-" if value is None or value != value else fmt.format(value * scale))
+        table.add_row(name, *cells)
+    return table
+
+
+def failover_count(url: str, region: str) -> float:
+    return by_region(url, "region_failover_events").get(region, 0.0)
+
+
+def drill_figures(result: Any, url: str, region: str, before: float, timeline: list[tuple[float, str]],
+                  since: float, wait: float = 10.0) -> None:
+    """The webhook-failover drill's Prometheus figures: the failover count went up, the outage alert was raised."""
+    deadline = time.monotonic() + wait  # the last scrape and rule evaluation may still be on their way
+    after = failover_count(url, region)
+    while after <= before and time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = failover_count(url, region)
+    result.add(f"region_failover_events{{region={region}}} (Prometheus)", f"{before:.0f} → {after:.0f}", "+ ≥ 1",
+               after >= before + 1)
+    states = [state for _, state in timeline]
+    shown = ", ".join(f"+{at - since:.1f}s {state}" for at, state in timeline) or "-"
+    result.add(f"{OUTAGE_ALERT}{{region={region}}} after the kill (local for: ÷{LOCAL_FOR_DIVISOR})", shown,
+               "pending or firing, then resolved", ("pending" in states or "firing" in states))
