@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ops import emulators, haproxy
+from ops import emulators, haproxy, prometheus
 from ops.emulators import LOOPBACK, free_port
 from ops.signing import new_secret
 from ops.topology import DEFAULT_PROJECT, Topology
@@ -214,6 +214,8 @@ class Stack:
                 self.wait_pipeline_ready(region)
             if self.config.lb:
                 self.wait_lb(set(self.config.regions))
+                say("Prometheus")
+                prometheus.start(self)  # scrapes the processes above, evaluates deploy/prometheus/rules.yml
             self.write()
         except BaseException:
             self.stop()
