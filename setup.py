@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["schemas", "schemas.*", "ingress", "ingress.*", "pipeline",
                                     "pipeline.*", "ops", "ops.*"]),
-    package_data={"schemas": ["avro/*.avsc", "vendor/paynow/*"], "ops": ["*.cfg", "*.json"]},
+    package_data={"schemas": ["avro/*.avsc", "vendor/paynow/*"],
+                  "ops": ["*.cfg", "*.json", "consoles/*.html", "consoles/lib/*"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         "google-cloud-firestore>=2.16,<3",
