@@ -17,7 +17,6 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.topic == "projects/paynow-local/topics/paynow-events"
     assert (settings.rate_limit_burst, settings.rate_limit_per_minute) == (100, 300)
     assert settings.publish_timeout == 5.0
-    assert settings.max_body_bytes == 1_048_576
     assert settings.event_schema_version == 3 and settings.event_schema_min_compatible == 2
     assert settings.multi_region_enabled and not settings.rollback_not_ready
 
@@ -34,6 +33,10 @@ def test_values_are_parsed_and_typed() -> None:
     assert settings.port == 9000 and settings.log_level == "DEBUG" and settings.publish_timeout == 2.5
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
     assert settings.rollback_not_ready  # secondary region with multi-region off: the rollback switch
+
+
+def test_the_body_limit_defaults_to_1_mib() -> None:
+    assert Settings.from_env(REQUIRED).max_body_bytes == 1_048_576
 
 
 def test_full_topic_path_is_kept() -> None:
