@@ -22,6 +22,7 @@ setup(
         "prometheus-client>=0.20",
         "rich>=13",
         "httpx>=0.27",
+        "cachetools>=5.3,<7",  # the ingress's bounded rate-limit table (TTLCache); apache-beam[gcp] also pins <7
     ],
     extras_require={
         "test": [
