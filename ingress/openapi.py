@@ -47,11 +47,13 @@ def _webhook(operation_id: str, *, deprecated: bool) -> dict[str, Any]:
         "responses": {
             "200": _json("Duplicate of an event published recently; not published again.", "Accepted"),
             "202": _json("Published to Pub/Sub.", "Accepted"),
-            "400": _error("Bad JSON, an unmappable payload (detail names the field) or a stale timestamp."),
+            "400": _error("Bad JSON, an unmappable delivery (detail names the field), a stale timestamp, or a body "
+                          "cut off by the client (incomplete_body)."),
             "401": _error("Missing, garbled or non-matching signature headers."),
-            "413": _error(f"Body over {MAX_BODY_BYTES} bytes."),
+            "413": _error(f"Body over MAX_BODY_BYTES (default {MAX_BODY_BYTES} bytes)."),
             "415": _error("Content-Type is not application/json."),
-            "429": _error("Over this client's rate limit.", retry_after=True),
+            "429": _error("This client used up its budget of refused requests (a correctly signed delivery is "
+                          "never refused this way).", retry_after=True),
             "503": _error("Pub/Sub did not confirm, or the instance is draining.", retry_after=True),
         },
     }}

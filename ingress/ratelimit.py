@@ -14,7 +14,6 @@ from ingress.settings import IPNetwork
 
 # Refusals the webhook gives only after the signature matched: whoever sent them holds a secret, and PayNow's
 # dashboard should show the real reason (the field that did not map), so they are never charged nor replaced.
-SIGNED_REFUSALS = frozenset({"invalid_payload", "stale_timestamp"})
 IPV6_CLIENT_PREFIX = 64  # one subscriber's allocation: a client rotating addresses inside it stays one client
 
 
@@ -96,9 +95,10 @@ class TokenBucket:
         return (1.0 - tokens) / self.rate
 
 
-def charged(status: int, reason: str | None) -> bool:
-    """A refusal the caller could have avoided without a secret: 4xx (not 429), not after a matching signature."""
-    return 400 <= status < 500 and status != 429 and reason not in SIGNED_REFUSALS
+def charged(status: int, state: dict[str, object]) -> bool:
+    """A refusal the caller could have avoided without a secret: 4xx (not 429), not after a matching signature
+    (the webhook marks the request `signed` once a secret verified it, whatever it answers after that)."""
+    return 400 <= status < 500 and status != 429 and not state.get("signed")
 
 
 class RateLimitMiddleware:
@@ -125,8 +125,9 @@ class RateLimitMiddleware:
             if replaced:
                 return  # the body of the refusal the 429 replaced
             if message["type"] == "http.response.start":
-                reason = scope.get("state", {}).get("reason")
-                if charged(message["status"], reason):
+                state = scope.get("state", {})
+                reason = state.get("reason")
+                if charged(message["status"], state):
                     wait = self.bucket.take(client_key(scope, self.trusted))
                     if wait > 0:
                         replaced = True

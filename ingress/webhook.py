@@ -28,7 +28,9 @@ async def webhook(request: Request) -> Response:
         timestamp_ms = verify(settings.webhook_secrets, request.headers.get("paynow-timestamp"),
                               request.headers.get("paynow-signature"), body, now_ms=time.time_ns() // 1_000_000)
     except SignatureError as exc:
+        scope.setdefault("state", {})["signed"] = exc.authenticated
         return error(scope, exc.status, exc.code, exc.detail)
+    scope.setdefault("state", {})["signed"] = True  # from here on a refusal is never charged to the rate limit
     try:
         envelope = envelope_from_payload(body, timestamp_ms=timestamp_ms, region=settings.region)
     except PayloadError as exc:
