@@ -4,6 +4,8 @@ Usage: PYTHON gcloud_help.py SDK_ROOT < paths (one command per line, words separ
 stdout and stderr each get a `@@@BEGIN path` line, the help (or gcloud's error), and `@@@END exit-status`.
 This is gcloud's own entry point (gcloud_main.CreateCLI + Execute), loaded once instead of once per command.
 """
+from __future__ import annotations
+
 import os
 import sys
 
@@ -20,12 +22,12 @@ for line in sys.stdin:
         stream.flush()
     code = 0
     try:
-        cli.Execute(path + ["--help"])
+        cli.Execute([*path, "--help"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException as exc:  # noqa: BLE001 - any failure of one command is reported, the rest continue
-        sys.stderr.write("ERROR: %r\n" % (exc,))
+    except BaseException as exc:  # any failure of one command is reported, the others still run
+        sys.stderr.write(f"ERROR: {exc!r}\n")
         code = 1
     for stream in (sys.stdout, sys.stderr):
-        stream.write("\n@@@END %d\n" % code)
+        stream.write(f"\n@@@END {code}\n")
         stream.flush()
