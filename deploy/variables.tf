@@ -18,7 +18,7 @@ variable "regions" {
 
   validation {
     # Service account ids are at most 30 characters: "pipe-" + region (iam.tf).
-    condition     = alltrue([for r in keys(var.regions) : can(regex("^[a-z]+-[a-z]+[0-9]$", r)) && length(r) <= 25])
+    condition     = alltrue([for r in keys(var.regions) : can(regex("^[a-z]+-[a-z]+[0-9]+$", r)) && length(r) <= 25])
     error_message = "Region keys are Google Cloud region names (e.g. europe-west1) of at most 25 characters."
   }
 
