@@ -68,9 +68,6 @@ ENUMS: list[tuple[str, str, set[str]]] = [
     ("google_cloud_run_v2_service", "ingress", RUN_INGRESS),
     ("google_cloud_run_v2_service", "launch_stage", LAUNCH_STAGES),
     ("google_monitoring_alert_policy", "combiner", COMBINERS),
-    ("google_monitoring_alert_policy", "conditions.condition_threshold.comparison", COMPARISONS),
-    ("google_monitoring_alert_policy", "conditions.condition_threshold.aggregations.per_series_aligner", ALIGNERS),
-    ("google_monitoring_alert_policy", "conditions.condition_threshold.aggregations.cross_series_reducer", REDUCERS),
     ("google_logging_metric", "metric_descriptor.metric_kind", METRIC_KINDS),
     ("google_logging_metric", "metric_descriptor.value_type", VALUE_TYPES),
     ("google_firestore_database", "type", FIRESTORE_TYPES),
@@ -81,6 +78,17 @@ ENUMS: list[tuple[str, str, set[str]]] = [
     ("google_artifact_registry_repository", "format", REPOSITORY_FORMATS),
     ("google_storage_bucket", "public_access_prevention", PUBLIC_ACCESS_PREVENTION),
     ("google_storage_bucket", "lifecycle_rule.action.type", LIFECYCLE_ACTIONS),
+]
+
+
+# Alert conditions change shape with their kind (threshold, absent, PromQL); each path is checked where present,
+# and at least one aligner must exist somewhere.
+ALERT_ENUMS: list[tuple[str, set[str]]] = [
+    ("conditions.condition_threshold.comparison", COMPARISONS),
+    ("conditions.condition_threshold.aggregations.per_series_aligner", ALIGNERS),
+    ("conditions.condition_threshold.aggregations.cross_series_reducer", REDUCERS),
+    ("conditions.condition_absent.aggregations.per_series_aligner", ALIGNERS),
+    ("conditions.condition_absent.aggregations.cross_series_reducer", REDUCERS),
 ]
 
 
@@ -118,6 +126,14 @@ def test_enumerated_values_are_documented_ones(kind: str, path: str, allowed: se
         if literal(value):
             argument = path.rsplit(".", 1)[-1]
             assert value in allowed, f"{kind}.{name}: {argument} = {value!r} is not one of {sorted(allowed)}"
+
+
+@pytest.mark.parametrize(("path", "allowed"), ALERT_ENUMS, ids=[p for p, _ in ALERT_ENUMS])
+def test_alert_condition_values_are_documented_ones(path: str, allowed: set[str]) -> None:
+    for name, body in load().of_type("google_monitoring_alert_policy").items():
+        for value in values_at(body, path.split(".")):
+            if literal(value):
+                assert value in allowed, f"google_monitoring_alert_policy.{name}: {path} = {value!r}"
 
 
 def test_load_balancer_scheme_agrees_between_backend_and_forwarding_rule() -> None:
