@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 from typing import Any
 
 import fastavro
 
 from ops.topology import Topology
-from schemas import codec, encode_envelope, envelope_from_payload
+from schemas import codec, deliveries, encode_envelope, envelope_from_payload
 
 from .terraform import DEPLOY, block, load
 
@@ -305,14 +304,14 @@ def test_dlq_topic_has_an_inspect_subscription() -> None:
 def test_topic_has_no_schema_because_envelopes_are_single_object_encoded() -> None:
     """A topic schema with BINARY encoding expects a bare Avro datum; ours carries the C3 01 + fingerprint header."""
     assert "schema_settings" not in load().resource("google_pubsub_topic", "events")
-    payload = json.dumps({"id": "evt-1", "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
-        "id": "o-1", "pretty_id": "P1", "customer": {"id": "c-1", "email": "a@b.c", "metadata": {"uid": "u-1"}},
-        "lines": [{"product_id": "459935272365195264", "quantity": 1, "price": 100}]}}}).encode()
+    payload = deliveries.encode(deliveries.order_completed(
+        "evt-1", "o-1", "c-1", [deliveries.order_line("1", "459935272365195264")], uid="u-1"))
     data = encode_envelope(envelope_from_payload(payload, timestamp_ms=1_700_000_000_000, region="us-central1"))
 
     def reads_as_bare_datum(candidate: bytes) -> bool:
         try:
-            datum = fastavro.schemaless_reader(io.BytesIO(candidate), codec.ENVELOPE_SCHEMAS[3], None)
+            schema = codec.ENVELOPE_SCHEMAS[codec.CURRENT_VERSION]
+            datum = fastavro.schemaless_reader(io.BytesIO(candidate), schema, None)
         except Exception:
             return False
         return isinstance(datum, dict) and datum.get("eventId") == "evt-1"
