@@ -54,6 +54,12 @@ resource "google_cloud_run_v2_service" "ingress" {
         value = var.log_level
       }
       env {
+        # The rate limit charges refused requests to the client the load balancer reports: Google's LB appends
+        # "<client>, <our LB address>" to X-Forwarded-For, so the right-most untrusted hop is the client.
+        name  = "TRUSTED_PROXIES"
+        value = join(",", concat(["${google_compute_global_address.ingress.address}/32"], var.trusted_proxy_ranges))
+      }
+      env {
         name  = "MULTI_REGION_ENABLED"
         value = tostring(lookup(var.multi_region_enabled, each.key, true))
       }

@@ -92,3 +92,9 @@ variable "operators" {
   type        = list(string)
   default     = []
 }
+
+variable "trusted_proxy_ranges" {
+  description = "Proxy ranges the ingress trusts in X-Forwarded-For besides the LB's own address (Google Front Ends)."
+  type        = list(string)
+  default     = ["35.191.0.0/16", "130.211.0.0/22"]
+}
