@@ -16,13 +16,13 @@ from pipeline import firestore_writes
 from pipeline.batching import BatchInBundle
 from pipeline.firestore_client import CONFLICT, FirestoreConfig, WriteFailed, backoff, with_retries
 from pipeline.ledger import (
-    ORDER_CLASSES,
     SUBSCRIPTION,
     Decision,
     InvalidEvent,
     OrderAggregate,
     Product,
     UnmappedProduct,
+    acts_on_order,
     decide,
     event_class,
     event_document,
@@ -180,7 +180,7 @@ class LedgerWriter:
     @staticmethod
     def _paths(event: Event, cls: str) -> set[str]:
         paths = {f"webhookEvents/{event.envelope['eventId']}"}
-        if cls in ORDER_CLASSES:
+        if acts_on_order(event.envelope, cls):
             paths.add(f"orders/{order_id(event.envelope)}")
         elif cls == SUBSCRIPTION:
             paths.add(f"ledgerKeys/{subscription_key(event.envelope)}")
@@ -234,13 +234,14 @@ class LedgerWriter:
     def _apply_wave(self, wave: list[tuple[int, Event, str]]) -> dict[int, Applied]:
         results: dict[int, Applied] = {}
         try:
-            snaps = self._get_all([f"orders/{order_id(e.envelope)}" for _, e, cls in wave if cls in ORDER_CLASSES])
+            snaps = self._get_all([f"orders/{order_id(e.envelope)}" for _, e, cls in wave
+                                   if acts_on_order(e.envelope, cls)])
         except WriteFailed as exc:
             return {i: Applied(e, "write_failed", str(exc)) for i, e, _ in wave}
         pending = []
         for i, event, cls in wave:
             aggregate, update_time = (self._aggregate(snaps.get(f"orders/{order_id(event.envelope)}"))
-                                      if cls in ORDER_CLASSES else (None, None))
+                                      if acts_on_order(event.envelope, cls) else (None, None))
             try:
                 pending.append(_Pending(i, event, self._decide(event, aggregate), update_time))
             except UnmappedProduct as exc:
@@ -270,7 +271,7 @@ class LedgerWriter:
         env = event.envelope
         cls = event_class(env)
         event_path = f"webhookEvents/{env['eventId']}"
-        order_path = f"orders/{order_id(env)}" if cls in ORDER_CLASSES else None
+        order_path = f"orders/{order_id(env)}" if acts_on_order(env, cls) else None
         claim_path = f"ledgerKeys/{subscription_key(env)}" if cls == SUBSCRIPTION else None
         paths = [p for p in (event_path, order_path, claim_path) if p]
         try:

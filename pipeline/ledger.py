@@ -82,6 +82,11 @@ def needs_uid(envelope: Envelope) -> bool:
         return False  # ApplyToLedger dead-letters it as drop_malformed; no lookup first
 
 
+def acts_on_order(envelope: Envelope, cls: str) -> bool:
+    """Whether an event of class `cls` reads and may write its order aggregate (an ignored refund does not)."""
+    return cls in ORDER_CLASSES and (cls != REFUND or _refund_completed(envelope)[0])
+
+
 def order_id(envelope: Envelope) -> str | None:
     """The order an ORDER/REFUND/CHARGEBACK(_CLOSED) event acts on."""
     value = envelope["data"].get("orderId")
