@@ -30,6 +30,7 @@ setup(
             "hypothesis>=6.100",
             "schemathesis>=3.30",
             "python-hcl2>=4.3",
+            "jsonschema>=4.20",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3"],
     },

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ingress.bodylimit import MAX_BODY_BYTES
-from schemas import EVENT_TYPES
+from schemas.paynow import EVENT_TYPE_RE, EVENT_TYPES, ID_RE
 
 WEBHOOK_PATHS = ("/webhooks/paynow", "/api/paynow/webhook")
 
@@ -86,13 +86,17 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "PayNowWebhook": {"type": "object", "required": ["id", "event_type", "data"], "properties": {
-                    "id": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "integer"}]},
-                    "event_type": {"type": "string", "enum": sorted(EVENT_TYPES)},
-                    "data": {"type": "object", "properties": {
-                        "order": {"type": "object"}, "subscription": {"type": "object"},
-                        "delivery_item": {"type": "object"}, "customer": {"type": "object"}}},
-                }},
+                "PayNowWebhook": {
+                    "type": "object", "required": ["event_type", "event_id", "body"],
+                    "description": "A PayNow delivery; the body's schema per event type is PayNow's published "
+                                   "webhook definitions (schemas/vendor/paynow/webhook-definitions.json).",
+                    "properties": {
+                        "event_type": {"type": "string", "pattern": EVENT_TYPE_RE.pattern,
+                                       "description": "WebhookEventType, or a type PayNow added since: "
+                                                      + ", ".join(sorted(EVENT_TYPES))},
+                        "event_id": {"type": "string", "pattern": ID_RE.pattern},
+                        "body": {"type": "object"},
+                    }},
                 "Accepted": {"type": "object", "required": ["status", "eventId", "region"], "properties": {
                     "status": {"type": "string", "enum": ["accepted"]}, "eventId": string, "region": string},
                     "additionalProperties": False},

@@ -89,10 +89,8 @@ def delivery(event_type: str, event_id: str, body: Mapping[str, Any] | None = No
 
     A type of the enum with no published body schema gets just `body` (PayNow adds types; we accept them).
     """
-    if event_type in definitions()["webhooks"]:
-        base = example(delivery_schema(event_type)["properties"]["body"])
-    else:
-        base = {}
+    defined = event_type in definitions()["webhooks"]
+    base = example(delivery_schema(event_type)["properties"]["body"]) if defined else {}
     return {"event_type": event_type, "event_id": event_id, "body": _merge(base, body or {})}
 
 

@@ -17,7 +17,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.topic == "projects/paynow-local/topics/paynow-events"
     assert (settings.rate_limit_burst, settings.rate_limit_per_minute) == (100, 300)
     assert settings.publish_timeout == 5.0
-    assert settings.event_schema_version == 3 and settings.event_schema_min_compatible == 2
+    assert settings.event_schema_version == 4 and settings.event_schema_min_compatible == 2
     assert settings.multi_region_enabled and not settings.rollback_not_ready
 
 
@@ -55,7 +55,7 @@ def test_secrets_never_appear_in_repr() -> None:
     ({**REQUIRED, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({**REQUIRED, "EVENT_SCHEMA_VERSION": "2"}, "EVENT_SCHEMA_VERSION"),
     ({**REQUIRED, "EVENT_SCHEMA_VERSION": "three"}, "EVENT_SCHEMA_VERSION"),
-    ({**REQUIRED, "EVENT_SCHEMA_MIN_COMPATIBLE": "4"}, "EVENT_SCHEMA_MIN_COMPATIBLE"),
+    ({**REQUIRED, "EVENT_SCHEMA_MIN_COMPATIBLE": "5"}, "EVENT_SCHEMA_MIN_COMPATIBLE"),
     ({**REQUIRED, "GOOGLE_CLOUD_PROJECT": "Bad_Project"}, "GOOGLE_CLOUD_PROJECT"),
     ({**REQUIRED, "PUBSUB_TOPIC": "projects/p/topics"}, "PUBSUB_TOPIC"),
     ({**REQUIRED, "PUBSUB_TOPIC": "9starts-with-digit"}, "PUBSUB_TOPIC"),
