@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -60,13 +61,15 @@ class ProductCatalog:
         self._clock = clock
         self._products: dict[str, Product] = {}
         self._loaded_at = -float("inf")
+        self._lock = threading.Lock()  # the commit threads decide again after a conflict
 
     def products(self, *, missing: bool = False) -> dict[str, Product]:
-        age = self._clock() - self._loaded_at
-        if age >= self._refresh or (missing and age >= self.MIN_RELOAD_GAP):
-            self._products = self._load()
-            self._loaded_at = self._clock()
-        return self._products
+        with self._lock:
+            age = self._clock() - self._loaded_at
+            if age >= self._refresh or (missing and age >= self.MIN_RELOAD_GAP):
+                self._products = self._load()
+                self._loaded_at = self._clock()
+            return self._products
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,8 @@ class LedgerWriter:
         found: dict[str, Any] = {}
         for start in range(0, len(paths), READ_CHUNK):
             refs = [self._client.document(p) for p in paths[start:start + READ_CHUNK]]
-            snaps = with_retries(lambda refs=refs: list(self._client.get_all(refs, timeout=10)),
+            # retry=None: our own bounded, logged retries, not the client's silent ones
+            snaps = with_retries(lambda refs=refs: list(self._client.get_all(refs, timeout=10, retry=None)),
                                  self._config.max_write_attempts, self._sleep)
             found.update({s.reference.path: s for s in snaps})
         return found
