@@ -222,7 +222,7 @@ class Report:
             d = r.delivery
             action = ("recovered" if r.recovered else f"[red]failed: {r.error}[/]" if r.error
                       else "would recover" if r.category == MISSING and self.dry_run else "-")
-            ledger = r.verdict and f"DLQ {r.verdict}" or r.ledger_status or r.category
+            ledger = f"DLQ {r.verdict}" if r.verdict else r.ledger_status or r.category
             out.add_row(d.event_id, d.event_type, d.order_id or "", d.state,
                         "none" if d.last_status is None else str(d.last_status) if d.last_status else "no answer",
                         str(d.executions), ledger, action)

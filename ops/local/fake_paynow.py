@@ -172,9 +172,9 @@ class FakePayNow:
         kind = delivery.get("event_type")
         if kind == "ON_ORDER_COMPLETED" and isinstance(body.get("id"), str) and body["id"] not in self.orders:
             self.add_order(order_from_body(body, self.store_id, created_ms))
-        elif kind in ("ON_REFUND", "ON_CHARGEBACK") and body.get("order_id") in self.orders:
-            if kind == "ON_CHARGEBACK" or body.get("status") == "completed":
-                self.orders[body["order_id"]]["status"] = "refunded" if kind == "ON_REFUND" else "chargeback"
+        elif (kind == "ON_CHARGEBACK" or (kind == "ON_REFUND" and body.get("status") == "completed")) \
+                and body.get("order_id") in self.orders:
+            self.orders[body["order_id"]]["status"] = "refunded" if kind == "ON_REFUND" else "chargeback"
 
     def add_order(self, order: dict[str, Any]) -> None:
         """An order PayNow holds (e.g. one for which no webhook was ever queued)."""
