@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from ingress import create_app as ingress_app
 from ops.admin import reconcile as rc
-from ops.admin.paynow_api import ApiError, AuthError, ManagementApi, RetryPolicy
+from ops.admin.paynow_api import ApiError, AuthError, ManagementApi
 from ops.catalog import KNOWN_PRODUCTS
 from ops.load.ledger_model import LedgerModel
 from ops.local.fake_paynow import FakePayNow, order_from_body
