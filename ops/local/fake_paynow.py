@@ -368,6 +368,41 @@ def create_app(fake: FakePayNow, feed: TrafficFeed | None = None) -> Starlette:
     ])
 
 
+def start_in_stack(stack: Any, timeout: float = 30.0) -> dict[str, str]:
+    """Start the fake as a process of a local stack (`paynow up`), fed from its traffic logs; its endpoints."""
+    import secrets
+    import sys
+    import time
+
+    import httpx
+
+    from ops.emulators import LOOPBACK, free_port
+    from ops.stack import Process, StackError
+
+    port = free_port()
+    api_key = "pnapi_local_" + secrets.token_urlsafe(18)
+    stack.traffic_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ops.local.fake_paynow", "--port", str(port), "--traffic-dir",
+            str(stack.traffic_dir), "--webhook-url", stack.target + "/webhooks/paynow"]
+    process = Process("paynow-api", argv, {"PAYNOW_API_KEY": api_key}, str(stack.logs / "paynow-api.log"))
+    stack.processes["paynow-api"] = process
+    process.start()
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/stores/{DEFAULT_STORE}/webhooks", timeout=1,
+                         headers={"Authorization": f"APIKey {api_key}"}).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if not process.alive() or time.monotonic() > deadline:
+            raise StackError(f"fake PayNow API did not start; log {process.log}:\n{process.tail()}")
+        time.sleep(0.2)
+    stack.info["paynowApi"] = info = {"url": url, "apiKey": api_key, "storeId": DEFAULT_STORE}
+    return info
+
+
 def main(argv: list[str] | None = None) -> None:
     import os
 
