@@ -42,7 +42,7 @@ def dashboard() -> dict[str, Any]:
 
 def test_there_are_exactly_the_four_design_alerts() -> None:
     assert set(load().of_type("google_monitoring_alert_policy")) == {
-        "region_outage", "eu_ack_latency", "dlq_burst", "schema_drops"}
+        "region_outage", "eu_ack_latency", "dlq_burst", "schema_drops", "reconcile_recovered"}  # + issue K
     for name, body in load().of_type("google_monitoring_alert_policy").items():
         assert body["notification_channels"] == "${var.notification_channels}", name
         assert "RUNBOOK.md" in block(body, "documentation")["content"], name
@@ -97,7 +97,7 @@ def test_schema_drops_above_a_tenth_of_a_percent_for_10_minutes() -> None:
 def test_log_based_metrics_label_by_region() -> None:
     metrics = load().of_type("google_logging_metric")
     assert set(metrics) == {"webhook_ack_latency", "webhooks_accepted", "worker_processing_latency",
-                            "dead_letters", "region_failover_events"}
+                            "dead_letters", "region_failover_events", "reconcile_recovered_events"}
     for name, metric in metrics.items():
         assert "region" in metric["label_extractors"], name
         assert {"key": "region"} in block(metric, "metric_descriptor")["labels"], name
