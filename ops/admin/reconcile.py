@@ -403,7 +403,8 @@ def run_command(args: argparse.Namespace, console: Console, stack_info: Mapping[
         if args.json_log:
             d = row.delivery
             _log("WARNING", RECOVERED_LOG, region=args.region, eventId=d.event_id, eventType=d.event_type,
-                 orderId=d.order_id, paynowState=d.state, lastStatus=d.last_status, attempts=d.executions, webhookId=d.webhook_id)
+                 orderId=d.order_id, paynowState=d.state, lastStatus=d.last_status, attempts=d.executions,
+                 webhookId=d.webhook_id)
 
     api = ManagementApi(settings.api_key, base_url=settings.api_url, on_wait=say)
     db = firestore.Client(project=settings.project)
