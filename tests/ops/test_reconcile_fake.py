@@ -168,3 +168,13 @@ def test_a_client_on_the_fake_validates_its_own_calls() -> None:
     client_api: ManagementApi = api(fake, checked)
     assert {w["type"] for w in client_api.webhooks(fake.store_id)} == {"json_v1"}
     assert all(s == 200 for _, _, s in checked.responses)
+
+
+def test_the_vendored_spec_is_an_unchanged_copy() -> None:
+    """schemas/vendor/paynow/management-api.json is byte-identical to the team's reference copy."""
+    from importlib import resources
+
+    reference = Path(__file__).resolve().parents[3] / "shared" / "paynow" / "management-api.json"
+    assert reference.exists(), f"the team's reference copy {reference} is missing"
+    vendored = resources.files("schemas").joinpath("vendor/paynow/management-api.json").read_bytes()
+    assert vendored == reference.read_bytes()
