@@ -271,6 +271,9 @@ def reconcile(api: ManagementApi, ledger: LedgerView, *, store_id: str, since_ms
     if webhook_ids is None:
         webhook_ids = [w["id"] for w in api.webhooks(store_id) if w.get("type", "json_v1") == "json_v1"]
         say(f"store {store_id}: {len(webhook_ids)} JSON webhook subscription(s)")
+    # orders first: PayNow queues an order's webhook when it completes it, so every order listed now has its delivery
+    # in the history read next (read the other way round, an order completed in between would look undelivered)
+    completed = list(api.orders(store_id, since_ms=since_ms, statuses=COMPLETED_STATUSES))
     found = deliveries_in(api, store_id, webhook_ids, since_ms, say)
     say(f"{len(found)} PayNow events in the window; reading webhookEvents, order aggregates and the DLQ")
     events = ledger.event_docs(list(found))
@@ -289,9 +292,10 @@ def reconcile(api: ManagementApi, ledger: LedgerView, *, store_id: str, since_ms
             report.rows.append(Row(d, MISSING))
 
     order_ids_delivered = {d.order_id for d in found.values() if d.event_type == ORDER_COMPLETED and d.order_id}
-    completed = list(api.orders(store_id, since_ms=since_ms, statuses=COMPLETED_STATUSES))
     report.orders_checked = len(completed)
-    undelivered = [o for o in completed if str(o.get("id")) not in order_ids_delivered]
+    settled_ms = now_ms - min_age_s * 1000
+    undelivered = [o for o in completed if str(o.get("id")) not in order_ids_delivered
+                   and parse_time(o.get("completed_at") or o.get("created_at")) < settled_ms]
     aggregates = ledger.order_docs([str(o["id"]) for o in undelivered]) if undelivered else {}
     report.orphan_orders = [o for o in undelivered if not aggregates.get(str(o["id"]), {}).get("purchased")]
     say(f"{len(completed)} completed orders in the window, {len(report.orphan_orders)} without any delivery")

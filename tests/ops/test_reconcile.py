@@ -326,3 +326,15 @@ def test_the_table_shows_the_categories() -> None:
     for label in (rc.SEEN, rc.MISSING, rc.DLQ, rc.NO_DELIVERY, "recovered now", "503", "unmapped_customer",
                   "ord_9"):
         assert label in text
+
+
+def test_orders_are_listed_before_the_history_and_young_ones_are_not_judged() -> None:
+    """An order completed while the reconciler reads would otherwise look as if PayNow never queued its webhook."""
+    fake, pipeline = scenario()
+    fake.add_order(order_from_body(order(10)["body"], fake.store_id, NOW - 5_000))  # completed seconds ago
+    report = run(fake, pipeline, dry_run=True)
+    assert [o["id"] for o in report.orphan_orders] == ["ord_9"]
+    calls = [path for _, path in fake.requests]
+    assert calls.index(f"/v1/stores/{fake.store_id}/orders") < min(i for i, p in enumerate(calls) if "history" in p)
+    settled = run(fake, pipeline, dry_run=True, min_age_s=0)
+    assert sorted(o["id"] for o in settled.orphan_orders) == ["ord_10", "ord_9"]
