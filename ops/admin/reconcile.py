@@ -27,9 +27,9 @@ from rich.table import Table
 
 from ops.admin.paynow_api import DEFAULT_BASE_URL, KEY_SETTING, ApiError, ManagementApi, parse_time
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
+from schemas.paynow import RECONCILE_SOURCE, SOURCE_ATTRIBUTE
 
-SOURCE_ATTRIBUTE = "source"
-SOURCE = "reconcile"
+SOURCE = RECONCILE_SOURCE
 """Attribute (and webhookEvents field) marking a message the reconciler published, not the ingress."""
 ORDER_COMPLETED = "ON_ORDER_COMPLETED"
 COMPLETED_STATUSES = ("completed", "refunded", "chargeback")
