@@ -19,7 +19,7 @@ from google.cloud import firestore
 from rich.table import Table
 
 from ops.load.ledger_model import LedgerModel
-from ops.traffic import Context
+from ops.traffic import Context, context_of
 
 SHARE_TOLERANCE = 0.02  # regional shares may differ by 2 percentage points (events re-sent to the other region)
 SHOW = 5  # examples printed per failing check
@@ -123,15 +123,16 @@ def order_key(key: str) -> tuple[str, str] | None:
 def audit(snapshot: Snapshot, *, traffic: list[dict[str, Any]] | None = None, dlq: dict[str, str] | None = None,
           context: Context | None = None, events_ttl_days: float = EVENTS_TTL_DAYS,
           now_ms: int | None = None) -> Report:
-    """Audit a snapshot; with the traffic records (and their context: catalog, mappings, run ids) and the DLQ's
-    {eventId: verdict}, also judge every accepted event and the wallets against the independent model."""
+    """Audit a snapshot; with the traffic records and the DLQ's {eventId: verdict}, also judge every accepted event
+    and the wallets against the independent model. `context` (catalog, mappings, run ids) defaults to the one the
+    records' run headers carry."""
     report = Report()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     _audit_wallets(report, snapshot)
     _audit_keys(report, snapshot, now_ms - int(events_ttl_days * 86_400_000))
     _audit_orders(report, snapshot)
     if traffic is not None:
-        _audit_traffic(report, snapshot, traffic, dlq or {}, context or Context())
+        _audit_traffic(report, snapshot, traffic, dlq or {}, context or context_of(traffic))
     return report
 
 

@@ -17,9 +17,11 @@ from rich.text import Text
 
 from ops import audit, dlq, status, traffic
 from ops.catalog import KNOWN_PRODUCTS, map_customer
+from ops.catalog import points as points_of
 from ops.signing import signed_headers
 from ops.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
 from pipeline import recycle
+from schemas import deliveries
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
@@ -31,6 +33,9 @@ WORKER_P95_TARGET_MS = 250.0
 FAILOVER_TARGET_S = 5.0
 SETTLE_TIMEOUT_S = 120.0  # > the subscription's 60 s ack deadline: a killed worker's leases must expire first
 PUBLIC_MIX = {s: w for s, w in traffic.WEIGHTS.items() if not s.startswith("legacy_")}
+JUDGED = (audit.LOST, audit.VERDICTS, audit.WALLETS, audit.KEY_TWICE, audit.UNCLAIMED, audit.AGGREGATES,
+          audit.MODEL_WALLETS, audit.MODEL_PRESENT, audit.MODEL_EXTRA, audit.MODEL_AMOUNTS)
+"""The audit checks every traffic drill reports; wallets and keys are judged by the independent model."""
 
 
 @dataclass
@@ -75,6 +80,14 @@ class Result:
         if self.error:
             out.add_row("error", Text(self.error, style="red"), "", Text("FAIL", "bold red"))
         return out
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def _fmt(value: Any) -> str:
@@ -149,9 +162,7 @@ class Drills:
         result.add("accepted events processed (webhookEvents or DLQ)", f"{missing} missing after {waited:.1f} s",
                    "0 missing", missing == 0)
         report = self.audit_records(records)
-        for name in ("accepted events neither processed nor in the DLQ (lost)", "business keys credited by two events",
-                     "expected ledger entries (business keys) present", "ledger entries nobody paid for",
-                     "users: paidBalance == sum(ledger.amount)"):
+        for name in JUDGED:
             check = report.get(name)
             result.add(f"audit: {name}", check.value, check.detail, check.ok)
         return report
@@ -382,18 +393,31 @@ class Drills:
                    planted[0] == planted[1])
 
     def drill_dlq_replay(self, result: Result) -> None:
+        """An unmapped customer's order is dead-lettered, mapped, replayed (credited once), replayed again (nothing).
+
+        Everything is recorded as a traffic log (the delivery and its answer, the mapping, the replays), so the
+        audit drill's independent model expects exactly this.
+        """
         run = uuid.uuid4().hex[:8]
         customer, uid = f"cus_replay_{run}", f"user_replay_{run}"
         product = "458255787102310400"
         points = KNOWN_PRODUCTS[product]["points"]
         event_id = f"evt_replay_{run}"
-        body = (f'{{"id":"{event_id}","event_type":"ON_ORDER_COMPLETED","data":{{"order":{{"id":"ord_replay_{run}",'
-                f'"pretty_id":"R-{run}","customer":{{"id":"{customer}","email":"{customer}@example.com",'
-                f'"metadata":{{}}}},"lines":[{{"product_id":"{product}","quantity":2,"price":"9.99"}}]}}}}}}').encode()
+        delivery = deliveries.order_completed(event_id, f"ord_replay_{run}", customer,
+                                              [deliveries.order_line(f"line_replay_{run}", product, 2)])
+        log = self.stack.traffic_dir / f"dlq-replay-{time.strftime('%H%M%S')}-{run}.jsonl"
+        recorder = traffic.Recorder(log)
+        recorder.write({"kind": "run", "runId": run, "catalog": points_of(KNOWN_PRODUCTS), "customers": {}})
+        body = deliveries.encode(delivery)
         response = httpx.post(self.stack.info["target"] + traffic.WEBHOOK_PATH, content=body,
                               headers=signed_headers(self.stack.secret, body), timeout=10)
-        result.add("purchase by an unmapped customer accepted", response.status_code, "2xx",
-                   200 <= response.status_code < 300)
+        ok = 200 <= response.status_code < 300
+        recorder.write({"kind": "webhook", "scenario": "dlq_replay", "eventId": event_id,
+                        "eventType": delivery["event_type"], "customerId": customer, "uid": None,
+                        "delivery": delivery, "sentAt": int(time.time() * 1000), "status": response.status_code,
+                        "region": _json(response).get("region"), "ok": ok,
+                        "attempts": [{"status": response.status_code, "at": int(time.time() * 1000)}]})
+        result.add("purchase by an unmapped customer accepted", response.status_code, "2xx", ok)
         flt = dlq.Filter(verdicts=frozenset({"unmapped_customer"}), event_ids=frozenset({event_id}))
         subscription = self.stack.info["dlqSubscription"]
         started = time.monotonic()
@@ -403,8 +427,10 @@ class Drills:
         result.add("in the DLQ as unmapped_customer", f"{len(found)} after {time.monotonic() - started:.1f} s", "1",
                    len(found) == 1)
         map_customer(self.db, customer, uid)
+        recorder.write({"kind": "mapping", "customerId": customer, "uid": uid})
         replayed = dlq.replay(subscription=subscription, topic=self.stack.info["topic"],
                               flt=dlq.Filter(verdicts=frozenset({"unmapped_customer"})))
+        recorder.write({"kind": "replay", "eventIds": [x.event_id for x in replayed.replayed]})
         mine = [x for x in replayed.replayed if x.event_id == event_id]
         result.add("replayed (paynow dlq replay --verdict unmapped_customer)",
                    f"{len(mine)} (of {len(replayed.replayed)} replayed)", "1", len(mine) == 1)
@@ -416,7 +442,9 @@ class Drills:
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
         if mine and mine[0].record is not None:  # an operator replays the same record again
             dlq.republish(publisher, self.stack.info["topic"], mine[0].record, dlq.replay_ordering_key(mine[0]))
+            recorder.write({"kind": "replay", "eventIds": [event_id]})
             time.sleep(5)
+        recorder.close()
         balance, _ = self._wait_balance(uid, expected, 1)
         entries = list(self.db.collection("users").document(uid).collection("ledger").stream())
         result.add("balance after replaying it again", balance, str(expected), balance == expected)
@@ -484,19 +512,35 @@ class Drills:
 
 
 def plant_drift(project: str) -> tuple[int, int]:
-    """Write three known drifts into a scratch project and count how many the auditor reports: (found, planted)."""
+    """Plant three drifts in a scratch project (a key credited to two users, a wallet off by one, an order aggregate
+    inconsistent with its entries) and count how many the auditor reports, each by its own check: (found, planted)."""
     scratch = firestore.Client(project=f"{project[:20]}-drift-{uuid.uuid4().hex[:4]}")
     try:
-        users = scratch.collection("users")
-        users.document("u1").collection("wallet").document("points").set({"paidBalance": 100})
-        users.document("u1").collection("ledger").document("purchase:o1:0").set({"amount": 90, "eventId": "e1"})
-        scratch.collection("webhookEvents").document("e1").set({"uid": "u1", "entryIds": ["purchase:o1:0"]})
-        scratch.collection("webhookEvents").document("e2").set({"uid": "u1", "entryIds": ["purchase:o1:0"]})
-        users.document("u2").collection("ledger").document("purchase:o2:0").set({"amount": 0, "eventId": "e9"})
+        def credit(uid: str, key: str, amount: int, event_id: str, claim: bool = True) -> None:
+            scratch.document(f"users/{uid}/ledger/{key}").set({"amount": amount, "eventId": event_id,
+                                                                "createdAt": firestore.SERVER_TIMESTAMP})
+            if claim:
+                scratch.document(f"ledgerKeys/{key}").set({"uid": uid, "eventId": event_id, "amount": amount})
+            scratch.document(f"webhookEvents/{event_id}").set({"uid": uid, "status": "applied", "entryIds": [key]})
+
+        def order(order_id: str, uid: str, amount: int, entries: list[str], **flags: bool) -> None:
+            scratch.document(f"orders/{order_id}").set({
+                "uid": uid, "amount": amount, "purchased": True, "reversalCause": False, "refunded": False,
+                "won": False, **flags, "entries": entries})
+
+        credit("u1", "purchase:o1", 50, "e1")
+        credit("u2", "purchase:o1", 50, "e1-copy", claim=False)  # the same key credited a second time
+        order("o1", "u1", 50, ["purchase:o1"])
+        credit("u3", "purchase:o3", 20, "e3")
+        order("o3", "u3", 20, ["purchase:o3"])
+        credit("u4", "purchase:o4", 20, "e4")
+        credit("u4", "reversal:o4", -20, "e5")
+        order("o4", "u4", 20, ["purchase:o4", "reversal:o4"])  # reversalCause missing: not consistent
+        for uid, balance in (("u1", 50), ("u2", 50), ("u3", 21), ("u4", 0)):  # u3: off by one
+            scratch.document(f"users/{uid}/wallet/points").set({"paidBalance": balance})
         report = audit.run(scratch)
-        found = sum(not report.get(name).ok for name in (
-            "users: paidBalance == sum(ledger.amount)", "business keys credited by two events",
-            "ledger entries without their webhookEvents doc"))
+        found = sum((not report.get(name).ok) and marker in report.get(name).detail for name, marker in (
+            (audit.KEY_TWICE, "purchase:o1"), (audit.WALLETS, "u3: wallet 21"), (audit.AGGREGATES, "o4: reversal")))
         return found, 3
     finally:
         scratch.close()

@@ -630,12 +630,12 @@ def _lines(path: Path) -> Iterable[dict[str, Any]]:
                 raise ValueError(f"{path}:{number}: not a JSON line") from None
 
 
-RECORD_KINDS = ("webhook", "legacy", "mapping", "replay")
+RECORD_KINDS = ("run", "webhook", "legacy", "mapping", "replay")
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a traffic log in order: webhooks, legacy publishes, and the mappings and DLQ replays an
-    operator did during the run (the model needs them); run headers and summaries are left out (`read_context`)."""
+    """The records of a traffic log in order: its run header (catalog, mappings), webhooks, legacy publishes, and the
+    mappings and DLQ replays an operator did during the run (the model needs them all); summaries are left out."""
     return [r for r in _lines(path) if r.get("kind") in RECORD_KINDS]
 
 
@@ -657,12 +657,16 @@ class Context:
             self.customers[str(record["customerId"])] = str(record["uid"])
 
 
-def read_context(paths: Iterable[Path]) -> Context:
-    """The union of the run headers and mapping records of traffic logs (the catalog defaults to the known one)."""
+def context_of(records: Iterable[dict[str, Any]]) -> Context:
+    """The union of the run headers and mapping records among `records` (the catalog defaults to the known one)."""
     context = Context()
-    for path in paths:
-        for record in _lines(path):
-            context.add(record)
+    for record in records:
+        context.add(record)
     if not context.catalog:
         context.catalog = points(KNOWN_PRODUCTS)
     return context
+
+
+def read_context(paths: Iterable[Path]) -> Context:
+    """The context of traffic logs (see `context_of`)."""
+    return context_of(r for path in paths for r in _lines(path))

@@ -254,7 +254,8 @@ def test_run_is_open_loop_at_the_rate_and_logs_every_webhook(tmp_path: Path) -> 
     mix = traffic.Mix(seed=3, run_id="open", legacy=False)
     stats = asyncio.run(traffic.run(target="http://lb", secret="s", rate=100, duration=1.0, log_path=log, mix=mix,
                                     transport=httpx.MockTransport(handler)))
-    records = traffic.read_log(log)
+    header, *records = traffic.read_log(log)
+    assert header == mix.context()
     assert 95 <= stats.sent <= 101 and stats.accepted == stats.sent and stats.failed == 0
     assert len(records) == stats.sent and all(r["ok"] and r["kind"] == "webhook" for r in records)
     assert set(stats.by_region) == {"us-central1", "europe-west1"} and sum(stats.by_region.values()) == stats.sent
