@@ -180,8 +180,8 @@ def _audit_keys(report: Report, snapshot: Snapshot, young_after_ms: int) -> None
             old += 1  # its webhookEvents doc may have expired: nothing to check it against
             continue
         young += 1
-        event = snapshot.events.get(str(entry.get("eventId")))
-        if event is None or key not in (event.get("entryIds") or ()):
+        found = snapshot.events.get(str(entry.get("eventId")))
+        if found is None or key not in (found.get("entryIds") or ()):
             orphans.append(f"{uid}/{key} (event {entry.get('eventId')})")
     report.add(ORPHANS, f"{len(orphans)} of {young} ({old} older, not checked)", not orphans, orphans)
     dangling = sorted(f"{e}: {k}" for k, ids in listed.items() if k not in owners for e in ids)

@@ -68,7 +68,7 @@ def _send(stack: Stack, model: LedgerModel) -> Table:
     publisher = pubsub_v1.PublisherClient()
     publisher.publish(stack.topology.topic, encode_legacy(1, V1), version="1", eventId=V1["eventId"],
                       eventType=V1["eventType"]).result(timeout=30)
-    answers.add_row("v1 message straight onto the topic", V1["eventId"], V1["eventType"], "published", "-")
+    answers.add_row("v1 message straight onto the topic", str(V1["eventId"]), str(V1["eventType"]), "published", "-")
     return answers
 
 
