@@ -107,6 +107,7 @@ class _Order:
     refund_id: str | None = None
     payment_id: str | None = None
     charged_back: bool = False
+    reversed: bool = False  # a completed refund or a chargeback was sent for it
 
 
 @dataclass
@@ -206,9 +207,13 @@ class Mix:
         if len(self.orders) > 2000:  # refunds and chargebacks pick from the recent past; bound long runs
             del self.orders[:500]
 
-    def _past_order(self) -> _Order | None:
+    def _past_order(self, *, unreversed: bool = False) -> _Order | None:
+        """A recent order of a known user; `unreversed`: preferably one nothing has reversed yet (so what a refund
+        of another status must NOT do shows in the wallet, instead of hiding behind an earlier reversal)."""
         recent = [o for o in self.orders[-500:] if o.uid is not None]
-        return self.rng.choice(recent) if recent else None
+        fresh = [o for o in recent if not o.reversed] if unreversed else []
+        pool = fresh or recent
+        return self.rng.choice(pool) if pool else None
 
     def _turn(self, name: str, values: tuple[str, ...]) -> str:
         self.turns[name] += 1
@@ -314,16 +319,19 @@ class Mix:
         return Webhook(scenario, delivery, customer, order.uid)
 
     def _make_refund(self, scenario: str) -> Action:
-        order = self._past_order()
+        order = self._past_order(unreversed=True)
         if order is None:
             return self._make_order("order")
-        return self._refund(scenario, order, self._turn("refund", REFUND_STATUSES))
+        status = self._turn("refund", REFUND_STATUSES)
+        order.reversed |= status == "completed"
+        return self._refund(scenario, order, status)
 
     def _make_refund_early(self, scenario: str) -> Action:
         """A completed refund delivered before its order (the order is held back a few deliveries)."""
         customer_id, uid = self._user()
         order = self._order("order_after_refund", customer_id, uid, uid,
                             self._lines(self._n_lines(), customer_id, uid))
+        self.orders[-1].reversed = True
         refund = self._refund(scenario, self.orders[-1], "completed")
         self._hold(order)
         return refund
@@ -336,18 +344,19 @@ class Mix:
         return Webhook(scenario, delivery, customer, order.uid)
 
     def _make_chargeback(self, scenario: str) -> Action:
-        order = self._past_order()
+        order = self._past_order(unreversed=True)
         if order is None:
             return self._make_order("order")
-        order.charged_back = True
+        order.charged_back = order.reversed = True
         return self._chargeback(scenario, order, CHARGEBACK_OPEN, closed=False)
 
     def _make_chargeback_closed(self, scenario: str) -> Action:
         """Mostly the closing of an opened chargeback; sometimes one whose opening was lost (never sent)."""
         opened = [o for o in self.orders[-500:] if o.charged_back]
-        order = self.rng.choice(opened) if opened and self.rng.random() < 0.8 else self._past_order()
+        order = self.rng.choice(opened) if opened and self.rng.random() < 0.8 else self._past_order(unreversed=True)
         if order is None:
             return self._make_order("order")
+        order.reversed = True
         return self._chargeback(scenario, order, self._turn("closing", CLOSINGS), closed=True)
 
     def _make_no_effect(self, scenario: str) -> Action:

@@ -163,6 +163,39 @@ def test_the_model_finds_exactly_the_unmapped_scenarios_and_credits_only_intende
     assert set(model.wallets()) <= intended and len(model.wallets()) > 10
 
 
+def test_a_wrong_rule_would_show_in_the_wallets_of_a_short_run() -> None:
+    """For each rule, some order's outcome hinges on it alone: a refund of each other status, a lost closing, a won
+    closing without a refund, an order mixing a subscription line with one-time lines."""
+    hooks = _hooks(_actions(150))
+    events: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    mixed = False
+    for hook in hooks:
+        body = hook.delivery["body"]
+        if hook.event_type == "ON_ORDER_COMPLETED":
+            events[body["id"]].append(("order", ""))
+            kinds = {line["subscription_id"] is None for line in body["lines"]}
+            mixed |= kinds == {True, False}
+        elif hook.event_type == "ON_REFUND":
+            events[body["order_id"]].append(("refund", body["status"]))
+        elif hook.event_type in ("ON_CHARGEBACK", "ON_CHARGEBACK_CLOSED"):
+            events[body["order_id"]].append((hook.event_type, body["chargeback_status"]))
+    alone = {}
+    for seen in events.values():
+        reversals = [e for e in seen if e[0].startswith("ON_CHARGEBACK") or e == ("refund", "completed")]
+        if ("order", "") not in seen:
+            continue
+        refunds = {status for kind, status in seen if kind == "refund"}
+        if not reversals:
+            for status in refunds:
+                alone[f"refund {status}"] = True
+        if ("ON_CHARGEBACK_CLOSED", "lost") in seen and ("ON_CHARGEBACK_CLOSED", "won") not in seen:
+            alone["lost"] = True
+        if ("ON_CHARGEBACK_CLOSED", "won") in seen and "completed" not in refunds:
+            alone["won"] = True
+    assert set(alone) >= {f"refund {s}" for s in traffic.REFUND_STATUSES if s != "completed"} | {"lost", "won"}
+    assert mixed
+
+
 def test_legacy_v1_is_incompatible_and_v2_carries_the_order_of_its_delivery() -> None:
     actions = [a for a in _actions(600) if isinstance(a, traffic.Legacy)]
     assert {a.version for a in actions} == {1, 2}
