@@ -19,7 +19,7 @@ from google.cloud import firestore
 from rich.table import Table
 
 from ops.load.ledger_model import LedgerModel
-from ops.traffic import Context, context_of
+from ops.traffic import Context, context_of, delivery_of
 
 SHARE_TOLERANCE = 0.02  # regional shares may differ by 2 percentage points (events re-sent to the other region)
 SHOW = 5  # examples printed per failing check
@@ -238,15 +238,15 @@ def _order_problem(agg: dict[str, Any] | None, entries: dict[str, tuple[str, int
 def accepted_events(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """eventId -> what the sender knows about it, for every webhook answered 2xx and every legacy publish.
 
-    `regions` lists each region that answered 2xx (an exact duplicate may be answered by both); `delivery` is the
-    PayNow delivery (None for a v1 message) and `verdict` a transport verdict known without any ledger rule (v1).
+    `regions` lists each region that answered 2xx (an exact duplicate may be answered by both); `verdict` is a
+    transport verdict known without any ledger rule (a v1 message's drop_incompatible).
     """
     out: dict[str, dict[str, Any]] = {}
     for r in records:
         if not r.get("ok") or r.get("kind") not in ("webhook", "legacy"):
             continue
         event = out.setdefault(r["eventId"], {"kind": r["kind"], "regions": [], "scenario": r.get("scenario"),
-                                              "delivery": r.get("delivery"), "verdict": r.get("verdict")})
+                                              "verdict": r.get("verdict")})
         if r["kind"] == "webhook":
             event["regions"].append(r.get("region"))
     return out
@@ -255,18 +255,18 @@ def accepted_events(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def model_of(records: list[dict[str, Any]], context: Context) -> LedgerModel:
     """The independent model fed with every accepted delivery in log order (and mappings/replays as logged)."""
     model = LedgerModel(context.catalog, context.customers)
-    deliveries: dict[str, dict[str, Any]] = {}
+    accepted: dict[str, dict[str, Any]] = {}
     for r in records:
         kind = r.get("kind")
         if kind in ("webhook", "legacy") and r.get("ok") and r.get("delivery"):
-            deliveries[r["eventId"]] = r["delivery"]
-            model.add(r["delivery"])
+            accepted[r["eventId"]] = r
+            model.add(delivery_of(r) or {})
         elif kind == "mapping":
             model.customers[str(r["customerId"])] = str(r["uid"])
         elif kind == "replay":  # an operator replayed these dead letters: the pipeline sees them again
             for event_id in r.get("eventIds") or ():
-                if event_id in deliveries:
-                    model.add(deliveries[event_id])
+                if event_id in accepted:
+                    model.add(delivery_of(accepted[event_id]) or {})
     return model
 
 

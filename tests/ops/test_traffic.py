@@ -348,9 +348,12 @@ def test_the_log_records_every_delivery_with_its_answer_and_the_run_context(tmp_
     records = traffic.read_log(log)
     hooks = [r for r in records if r["kind"] == "webhook"]
     assert hooks and records[-1] == {"kind": "mapping", "customerId": "cus_late", "uid": "user_late"}
+    sent = {h.event_id: h.delivery for h in mix.sent}
     for r in hooks:
-        assert r["eventId"] == r["delivery"]["event_id"] and r["eventType"] == r["delivery"]["event_type"]
-        assert r["ok"] == (r["delivery"]["event_type"] != "ON_REFUND")
+        delivery = traffic.delivery_of(r)
+        assert delivery == sent[r["eventId"]]  # the whole delivery, as sent
+        assert r["eventId"] == delivery["event_id"] and r["eventType"] == delivery["event_type"]
+        assert r["ok"] == (delivery["event_type"] != "ON_REFUND")
     context = traffic.read_context([log])
     assert context.run_ids == {"ctx"} and context.catalog == mix.catalog()
     assert context.customers == {**mapped, "cus_late": "user_late"}
