@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["schemas", "schemas.*", "ingress", "ingress.*", "pipeline",
                                     "pipeline.*", "ops", "ops.*"]),
-    package_data={"schemas": ["avro/*.avsc", "vendor/paynow/*"], "ops": ["*.cfg", "*.json"]},
+    package_data={"schemas": ["avro/*.avsc", "vendor/paynow/*"],
+                  "ops": ["*.cfg", "*.json", "consoles/*.html", "consoles/lib/*"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         "google-cloud-firestore>=2.16,<3",
@@ -21,6 +22,7 @@ setup(
         "prometheus-client>=0.20",
         "rich>=13",
         "httpx>=0.27",
+        "cachetools>=5.3,<7",  # the ingress's bounded rate-limit table (TTLCache); apache-beam[gcp] also pins <7
     ],
     extras_require={
         "test": [
@@ -30,6 +32,7 @@ setup(
             "hypothesis>=6.100",
             "schemathesis>=3.30",
             "python-hcl2>=4.3",
+            "jsonschema>=4.20",
         ],
         "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3"],
     },

@@ -42,3 +42,24 @@ resource "google_firebaserules_release" "firestore" {
     replace_triggered_by = [google_firebaserules_ruleset.firestore]
   }
 }
+
+# --- backup and restore (RUNBOOK.md, "Restoring the ledger") -------------------------------------------------
+# Two independent ways back: point-in-time recovery (point_in_time_recovery_enablement above) reads any minute
+# of the last 7 days; scheduled backups keep daily copies for a week and weekly ones for 14 weeks (the
+# longest retention Firestore allows), and a backup survives the database's deletion.
+
+resource "google_firestore_backup_schedule" "daily" {
+  database  = google_firestore_database.ledger.name
+  retention = "604800s" # 7 days, the maximum for daily backups
+
+  daily_recurrence {}
+}
+
+resource "google_firestore_backup_schedule" "weekly" {
+  database  = google_firestore_database.ledger.name
+  retention = "8467200s" # 14 weeks, the maximum
+
+  weekly_recurrence {
+    day = "SUNDAY"
+  }
+}

@@ -3,13 +3,15 @@
 
 resource "google_cloud_run_v2_service" "ingress" {
   for_each = var.regions
-  provider = google-beta
 
   name                = local.ingress_service_name
   location            = each.key
   ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
-  launch_stage        = "BETA" # readiness probes
+  launch_stage        = "BETA" # readiness probes (the block is in hashicorp/google 8.x; the API feature is preview)
   deletion_protection = true
+  # PayNow cannot send Google credentials, so the invoker IAM check would answer every webhook 403. The service
+  # is reachable only through the load balancer (ingress above); webhooks authenticate by HMAC signature.
+  invoker_iam_disabled = true
 
   template {
     service_account                  = google_service_account.ingress[each.key].email
@@ -50,6 +52,12 @@ resource "google_cloud_run_v2_service" "ingress" {
       env {
         name  = "LOG_LEVEL"
         value = var.log_level
+      }
+      env {
+        # The rate limit charges refused requests to the client the load balancer reports: Google's LB appends
+        # "<client>, <our LB address>" to X-Forwarded-For, so the right-most untrusted hop is the client.
+        name  = "TRUSTED_PROXIES"
+        value = join(",", concat(["${google_compute_global_address.ingress.address}/32"], var.trusted_proxy_ranges))
       }
       env {
         name  = "MULTI_REGION_ENABLED"

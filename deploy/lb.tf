@@ -10,6 +10,10 @@
 
 locals {
   serving_regions = var.serving_regions == null ? keys(var.regions) : var.serving_regions
+  # The only paths the internet may reach (ingress/openapi.py WEBHOOK_PATHS and the liveness check). The
+  # ingress also serves /admin/drain, /admin/undrain, /metrics, /readyz and /openapi.json: through the load
+  # balancer those are answered 404 by the URL map below and never reach Cloud Run.
+  public_paths = ["/webhooks/paynow", "/api/paynow/webhook", "/healthz"]
 }
 
 resource "google_compute_global_address" "ingress" {
@@ -32,7 +36,8 @@ resource "google_compute_backend_service" "ingress" {
   name                  = "paynow-ingress"
   load_balancing_scheme = "EXTERNAL_MANAGED"
   protocol              = "HTTP" # the front end to Cloud Run hop is encrypted by Google either way
-  timeout_sec           = 30
+  # No timeout_sec: the API refuses it on a backend service with serverless NEGs; the request timeout is the
+  # Cloud Run service's own (template.timeout in ingress.tf).
 
   dynamic "backend" {
     for_each = toset(local.serving_regions)
@@ -65,12 +70,48 @@ resource "google_compute_url_map" "ingress" {
   name            = "paynow-ingress"
   default_service = google_compute_backend_service.ingress.id
 
+  # Whatever no rule below routes is answered 404 by the load balancer itself: a fault-injection abort of
+  # 100 % of those requests, before any backend is chosen.
   default_route_action {
-    retry_policy {
-      num_retries      = 2
-      retry_conditions = ["5xx", "gateway-error", "connect-failure", "reset", "refused-stream"]
-      per_try_timeout {
-        seconds = 10
+    fault_injection_policy {
+      abort {
+        http_status = 404
+        percentage  = 100
+      }
+    }
+  }
+
+  host_rule {
+    hosts        = ["*"]
+    path_matcher = "public"
+  }
+
+  path_matcher {
+    name            = "public"
+    default_service = google_compute_backend_service.ingress.id
+
+    # Not a public path (e.g. /admin/drain, /metrics): 404 from the load balancer.
+    default_route_action {
+      fault_injection_policy {
+        abort {
+          http_status = 404
+          percentage  = 100
+        }
+      }
+    }
+
+    path_rule {
+      paths   = local.public_paths
+      service = google_compute_backend_service.ingress.id
+      route_action {
+        # Retried requests are safe: the eventId makes a webhook idempotent. Conditions from HttpRetryPolicy.
+        retry_policy {
+          num_retries      = 2
+          retry_conditions = ["5xx", "gateway-error", "connect-failure", "refused-stream"]
+          per_try_timeout {
+            seconds = 10
+          }
+        }
       }
     }
   }

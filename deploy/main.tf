@@ -1,19 +1,12 @@
 # Project services, the image registry and the Dataflow bucket shared by both regions.
 
 locals {
-  topic_id                    = "paynow-events"
-  pipeline_subscription_id    = "paynow-events-pipeline"
-  dlq_topic_id                = "paynow-events-dlq"
-  dlq_subscription_id         = "paynow-events-dlq-inspect"
-  undeliverable_topic_id      = "paynow-events-undeliverable"
-  undeliverable_subscription  = "paynow-events-undeliverable-inspect"
-  ingress_service_name        = "paynow-ingress"
-  week                        = "604800s"
-  pubsub_service_agent_member = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-}
-
-data "google_project" "this" {
-  project_id = var.project_id
+  topic_id                 = "paynow-events"
+  pipeline_subscription_id = "paynow-events-pipeline"
+  dlq_topic_id             = "paynow-events-dlq"
+  dlq_subscription_id      = "paynow-events-dlq-inspect"
+  ingress_service_name     = "paynow-ingress"
+  week                     = "604800s"
 }
 
 resource "google_project_service" "apis" {
@@ -24,6 +17,8 @@ resource "google_project_service" "apis" {
     "dataflow.googleapis.com",
     "firebaserules.googleapis.com",
     "firestore.googleapis.com",
+    "iam.googleapis.com",                  # the service accounts in iam.tf
+    "cloudresourcemanager.googleapis.com", # project-level IAM grants (google_project_iam_member)
     "logging.googleapis.com",
     "monitoring.googleapis.com",
     "pubsub.googleapis.com",
@@ -48,6 +43,7 @@ resource "google_storage_bucket" "dataflow" {
   location                    = "US"
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
+  depends_on                  = [google_project_service.apis]
 
   lifecycle_rule {
     condition {

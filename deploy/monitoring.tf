@@ -1,5 +1,21 @@
 # The five DESIGN §6 metrics (log-based, from the JSON log lines both services write) and the four alerts.
 #
+# The alerts are deploy/prometheus/rules.yml's, in PromQL: each query below is the rules file's expression with
+# its series renamed to their Cloud Monitoring names (tests/cloud/test_monitoring.py holds the renaming and
+# compares them expression by expression; promtool proves the expressions, tests/prometheus):
+#   paynow_webhook_responses_total                             -> logging_googleapis_com:user_paynow_webhook_responses
+#   paynow_webhook_ack_seconds_bucket{outcome=~"accepted|duplicate",...}
+#                                                              -> logging_googleapis_com:user_paynow_webhook_ack_latency_bucket{...}
+#                                                                 (its log filter keeps only ACK lines; ms, not s:
+#                                                                 the alert compares two p95s, so units cancel)
+#   paynow_dlq_total                                           -> logging_googleapis_com:user_paynow_dead_letters
+#   paynow_pipeline_events_total                               -> pubsub_googleapis_com:subscription_ack_message_count
+#                                                                 {subscription_id="paynow-events-pipeline"}
+# Not carried over: the outage alert's readiness operand (the local LB's /readyz health check, HAProxy's
+# haproxy_server_status). Here serverless NEGs have no LB health check and the ingress only accepts traffic from
+# the load balancer, so no uptime check can reach one region's /readyz; Cloud Run's readiness probe takes a
+# failing region out of the LB (lb.tf) and the remaining operand pages when requests still arrive and fail.
+#
 # Log contract (deploy/README.md): the ingress logs one JSON line per request on stdout
 #   {"message": "webhook accepted"|"webhook refused", "region", "latencyMs", "status", "eventId", ...}
 # and {"message": "draining"} when it leaves rotation. The pipeline logs, through the `pipeline` logger
@@ -21,6 +37,7 @@ locals {
   schema_verdicts = ["drop_incompatible", "unknown_schema", "drop_malformed"]
   # PromQL names of the metrics below (Cloud Monitoring's mapping: first "/" -> ":", others and "." -> "_").
   promql_ack_latency  = "logging_googleapis_com:user_paynow_webhook_ack_latency"
+  promql_responses    = "logging_googleapis_com:user_paynow_webhook_responses"
   promql_dead_letters = "logging_googleapis_com:user_paynow_dead_letters"
   promql_consumed     = "pubsub_googleapis_com:subscription_ack_message_count"
 }
@@ -53,19 +70,24 @@ resource "google_logging_metric" "webhook_ack_latency" {
   }
 }
 
-# The region-outage signal: successful webhooks per region.
-resource "google_logging_metric" "webhooks_accepted" {
-  name        = "paynow/webhooks_accepted"
-  description = "Webhooks answered 2xx, by receiving region."
-  filter      = "${local.ingress_log} AND jsonPayload.message=\"webhook accepted\""
+# The region-outage signal: every webhook answer, by receiving region and HTTP status (requests arriving,
+# and whether any succeeded). Local twin: paynow_webhook_responses_total.
+resource "google_logging_metric" "webhook_responses" {
+  name        = "paynow/webhook_responses"
+  description = "Webhook answers, by receiving region and HTTP status."
+  filter      = "${local.ingress_log} AND jsonPayload.message=(\"webhook accepted\" OR \"webhook refused\")"
   label_extractors = {
     region = "EXTRACT(jsonPayload.region)"
+    status = "EXTRACT(jsonPayload.status)"
   }
   metric_descriptor {
     metric_kind = "DELTA"
     value_type  = "INT64"
     labels {
       key = "region"
+    }
+    labels {
+      key = "status"
     }
   }
 }
@@ -140,28 +162,27 @@ resource "google_logging_metric" "region_failover_events" {
 # --- alerts (DESIGN §6 thresholds) -------------------------------------------------------------------------
 
 resource "google_monitoring_alert_policy" "region_outage" {
-  display_name          = "paynow: region outage (no successful webhook for 5 min)"
+  display_name          = "paynow: region outage (requests arriving, none succeeding, for 5 min)"
   combiner              = "OR"
   notification_channels = var.notification_channels
 
   conditions {
-    display_name = "webhooks_accepted absent in a region for 5 min"
-    condition_absent {
-      filter   = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.webhooks_accepted.name}\" AND resource.type=\"cloud_run_revision\""
-      duration = "300s"
-      aggregations {
-        alignment_period     = "60s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
-        group_by_fields      = ["metric.label.region"]
-      }
+    display_name = "PaynowRegionOutage: webhooks reach a region and none is answered 2xx"
+    condition_prometheus_query_language {
+      query               = <<-EOT
+        (sum by (region) (increase(${local.promql_responses}[1m])) > 0
+          unless on (region) sum by (region) (increase(${local.promql_responses}{status=~"2.."}[1m])) > 0)
+      EOT
+      duration            = "300s"
+      evaluation_interval = "60s"
     }
   }
 
   documentation {
-    content   = "A region answered no webhook with 2xx for 5 minutes. RUNBOOK.md#failover."
+    content   = "Webhooks reach a region and none succeeds, for 5 minutes (a region without traffic is not an outage). RUNBOOK.md#failover."
     mime_type = "text/markdown"
   }
+  depends_on = [google_logging_metric.webhook_responses]
 }
 
 resource "google_monitoring_alert_policy" "eu_ack_latency" {
@@ -170,7 +191,7 @@ resource "google_monitoring_alert_policy" "eu_ack_latency" {
   notification_channels = var.notification_channels
 
   conditions {
-    display_name = "ACK p95 ${var.secondary_region} > 2 x ${var.primary_region}"
+    display_name = "PaynowEuAckLatencySkew: ACK p95 ${var.secondary_region} > 2 x ${var.primary_region}"
     condition_prometheus_query_language {
       query               = <<-EOT
         histogram_quantile(0.95, sum by (le) (rate(${local.promql_ack_latency}_bucket{region="${var.secondary_region}"}[5m])))
@@ -194,17 +215,13 @@ resource "google_monitoring_alert_policy" "dlq_burst" {
   notification_channels = var.notification_channels
 
   conditions {
-    display_name = "dead letters in 5 min > 10"
-    condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.dead_letters.name}\" AND resource.type=\"dataflow_step\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 10
-      duration        = "0s"
-      aggregations {
-        alignment_period     = "300s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
-      }
+    display_name = "PaynowDlqBurst: dead letters in 5 min > 10"
+    condition_prometheus_query_language {
+      query               = <<-EOT
+        sum(increase(${local.promql_dead_letters}[5m])) > 10
+      EOT
+      duration            = "0s"
+      evaluation_interval = "60s"
     }
   }
 
@@ -212,6 +229,7 @@ resource "google_monitoring_alert_policy" "dlq_burst" {
     content   = "More than 10 events went to the DLQ within 5 minutes. RUNBOOK.md#dlq-replay-drill: `paynow dlq list`."
     mime_type = "text/markdown"
   }
+  depends_on = [google_logging_metric.dead_letters]
 }
 
 resource "google_monitoring_alert_policy" "schema_drops" {
@@ -220,7 +238,7 @@ resource "google_monitoring_alert_policy" "schema_drops" {
   notification_channels = var.notification_channels
 
   conditions {
-    display_name = "schema-verdict dead letters / consumed > 0.001"
+    display_name = "PaynowSchemaDrops: schema-verdict dead letters / consumed > 0.001"
     condition_prometheus_query_language {
       query               = <<-EOT
         sum(rate(${local.promql_dead_letters}{verdict=~"${join("|", local.schema_verdicts)}"}[5m]))

@@ -16,12 +16,10 @@ output "pipeline_service_accounts" {
 output "pubsub" {
   description = "Topic and subscription names the ingress, pipeline and `paynow dlq` use."
   value = {
-    topic                      = google_pubsub_topic.events.id
-    subscription               = google_pubsub_subscription.pipeline.id
-    dlq_topic                  = google_pubsub_topic.dlq.id
-    dlq_subscription           = google_pubsub_subscription.dlq_inspect.id
-    undeliverable_topic        = google_pubsub_topic.undeliverable.id
-    undeliverable_subscription = google_pubsub_subscription.undeliverable_inspect.id
+    topic            = google_pubsub_topic.events.id
+    subscription     = google_pubsub_subscription.pipeline.id
+    dlq_topic        = google_pubsub_topic.dlq.id
+    dlq_subscription = google_pubsub_subscription.dlq_inspect.id
   }
 }
 

@@ -1,5 +1,4 @@
-# One global topic for envelopes from every region, the pipeline's ordered subscription, the DLQ and the
-# topic Pub/Sub itself dead-letters to.
+# One global topic for envelopes from every region, the pipeline's ordered subscription and the DLQ.
 #
 # No Pub/Sub schema is attached to the topic (deploy/README.md, "Why the topic has no Pub/Sub schema"):
 # the envelope is Avro single-object encoded (C3 01 + fingerprint + body) while a topic schema with BINARY
@@ -21,14 +20,6 @@ resource "google_pubsub_topic" "dlq" {
   depends_on                 = [google_project_service.apis]
 }
 
-# Messages the pipeline never acknowledged after max_delivery_attempts (a poison message for the runner
-# itself). They are original envelopes, not DLQ records, so they get their own topic (RUNBOOK.md).
-resource "google_pubsub_topic" "undeliverable" {
-  name                       = local.undeliverable_topic_id
-  message_retention_duration = local.week
-  depends_on                 = [google_project_service.apis]
-}
-
 resource "google_pubsub_subscription" "pipeline" {
   name                       = local.pipeline_subscription_id
   topic                      = google_pubsub_topic.events.id
@@ -41,17 +32,10 @@ resource "google_pubsub_subscription" "pipeline" {
     ttl = "" # never expires, even when both jobs are stopped
   }
 
-  retry_policy {
-    minimum_backoff = "10s"
-    maximum_backoff = "600s"
-  }
-
-  # 100 (the maximum): Dataflow redelivers in-flight messages on rebalancing and update, which counts as
-  # attempts; business failures never get here, the pipeline sends them to the DLQ topic with a verdict.
-  dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.undeliverable.id
-    max_delivery_attempts = 100
-  }
+  # No dead_letter_policy and no retry_policy (DESIGN §5): Pub/Sub does not support them on a subscription
+  # Dataflow reads. Dataflow acknowledges a message once it is durably in the job, so Pub/Sub never sees the
+  # pipeline's failures; the pipeline's own DLQ topic (paynow-events-dlq, with a verdict) is the only
+  # dead-letter path.
 }
 
 resource "google_pubsub_subscription" "dlq_inspect" {
@@ -60,17 +44,6 @@ resource "google_pubsub_subscription" "dlq_inspect" {
   ack_deadline_seconds       = 60
   message_retention_duration = local.week
   enable_message_ordering    = false
-
-  expiration_policy {
-    ttl = ""
-  }
-}
-
-resource "google_pubsub_subscription" "undeliverable_inspect" {
-  name                       = local.undeliverable_subscription
-  topic                      = google_pubsub_topic.undeliverable.id
-  ack_deadline_seconds       = 60
-  message_retention_duration = local.week
 
   expiration_policy {
     ttl = ""

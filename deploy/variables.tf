@@ -17,6 +17,12 @@ variable "regions" {
   }
 
   validation {
+    # Service account ids are at most 30 characters: "pipe-" + region (iam.tf).
+    condition     = alltrue([for r in keys(var.regions) : can(regex("^[a-z]+-[a-z]+[0-9]+$", r)) && length(r) <= 25])
+    error_message = "Region keys are Google Cloud region names (e.g. europe-west1) of at most 25 characters."
+  }
+
+  validation {
     # Cloud Run service health needs at least one warm instance per region to compute health.
     condition     = alltrue([for r in values(var.regions) : r.min_instances >= 1 && r.max_instances >= r.min_instances])
     error_message = "Every region needs min_instances >= 1 (Cloud Run service health) and max_instances >= min_instances."
@@ -76,7 +82,19 @@ variable "log_level" {
 }
 
 variable "serving_regions" {
-  description = "Regions whose NEG is attached to the load balancer; null = all of var.regions. Manual failover = one region (RUNBOOK.md)."
+  description = "Regions whose NEG is attached to the load balancer; null = all of var.regions. Manual failover = one region, set in terraform.tfvars (RUNBOOK.md)."
   type        = list(string)
   default     = null
+}
+
+variable "operators" {
+  description = "IAM members (e.g. group:paynow-oncall@example.com) who build images and launch or update the Dataflow jobs."
+  type        = list(string)
+  default     = []
+}
+
+variable "trusted_proxy_ranges" {
+  description = "Proxy ranges the ingress trusts in X-Forwarded-For besides the LB's own address (Google Front Ends)."
+  type        = list(string)
+  default     = ["35.191.0.0/16", "130.211.0.0/22"]
 }

@@ -1,17 +1,16 @@
 # Terraform and provider pins for the paynow-ledger deployment (one project, two regions).
+#
+# One provider, one version: deploy/schema/google-provider.json is hashicorp/google 8.7.0's own schema for every
+# type used here, and tests/cloud/test_provider_schema.py checks each .tf against it offline. 8.7.0 has the Cloud
+# Run v2 readiness_probe block (6.x does not); bumping = regenerating the snapshot (deploy/README.md,
+# "Provider pin") and committing the .terraform.lock.hcl that `terraform init` writes.
 terraform {
   required_version = ">= 1.6"
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.20, < 8"
-    }
-    # Cloud Run readiness probes (the signal behind Cloud Run service health failover) are a preview
-    # feature, so the two ingress services use the beta provider.
-    google-beta = {
-      source  = "hashicorp/google-beta"
-      version = ">= 6.20, < 8"
+      version = "8.7.0"
     }
   }
 
@@ -22,9 +21,5 @@ terraform {
 }
 
 provider "google" {
-  project = var.project_id
-}
-
-provider "google-beta" {
   project = var.project_id
 }

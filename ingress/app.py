@@ -63,10 +63,10 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Sta
         Route("/admin/undrain", endpoints.undrain, methods=["POST"]),
     ]
     middleware = [
-        Middleware(ObserveMiddleware, metrics=metrics, paths=WEBHOOK_PATHS),
+        Middleware(ObserveMiddleware, metrics=metrics, paths=WEBHOOK_PATHS, trusted_proxies=settings.trusted_proxies),
         Middleware(RateLimitMiddleware, bucket=TokenBucket(settings.rate_limit_burst, settings.rate_limit_per_minute),
                    trusted_proxies=settings.trusted_proxies, paths=WEBHOOK_PATHS),
-        Middleware(BodySizeLimitMiddleware, paths=WEBHOOK_PATHS),
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, paths=WEBHOOK_PATHS),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

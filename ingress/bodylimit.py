@@ -1,4 +1,4 @@
-"""Refuse bodies over a byte limit with 413, reading no further than the limit."""
+"""Refuse bodies over a byte limit with 413, reading no further than the limit; a cut-off body is a 400."""
 from __future__ import annotations
 
 from collections.abc import Collection
@@ -7,11 +7,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.responses import error
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # the default of the MAX_BODY_BYTES setting
 
 
 class BodySizeLimitMiddleware:
-    """Buffers at most `max_bytes` of the body on `paths` and hands it on; a longer body gets 413 at once."""
+    """Buffers at most `max_bytes` of the body on `paths` and hands it on whole; a longer body gets 413 at once,
+    and a client that goes away before the last chunk gets 400 `incomplete_body` (a truncated body must not
+    reach the signature check, where it would pass for a forgery)."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES, paths: Collection[str]) -> None:
         self.app = app
@@ -24,18 +26,21 @@ class BodySizeLimitMiddleware:
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, 413, "payload_too_large", f"body exceeds {self.max_bytes} bytes")
             return
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":
-                break  # client went away; the app sees the disconnect
+            if message["type"] != "http.request":  # http.disconnect before the last chunk
+                await self._refuse(scope, receive, send, 400, "incomplete_body",
+                                   f"the client went away after {size} bytes, before the body was complete")
+                return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, 413, "payload_too_large",
+                                   f"body exceeds {self.max_bytes} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -51,6 +56,7 @@ class BodySizeLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error(scope, 413, "payload_too_large", f"body exceeds {self.max_bytes} bytes")
-        await response(scope, receive, send)
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str) -> None:
+        """Answered (and logged) even after a disconnect: the server drops what it cannot deliver."""
+        await error(scope, status, code, detail)(scope, receive, send)

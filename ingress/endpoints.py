@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ingress.ratelimit import client_address
 from ingress.responses import RETRY_AFTER_UNAVAILABLE, error
 from ingress.state import IngressState
+
+log = logging.getLogger("ingress.admin")
 
 
 def _state(request: Request) -> IngressState:
@@ -34,14 +38,24 @@ async def metrics(request: Request) -> Response:
 
 
 def _authorize(request: Request) -> Response | None:
-    token = _state(request).settings.admin_token
+    settings = _state(request).settings
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        return error(request.scope, 401, "unauthorized", "Authorization: Bearer <ADMIN_TOKEN> is required",
-                     {"WWW-Authenticate": "Bearer"})
-    if not token or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return error(request.scope, 403, "forbidden", "the bearer token is not the admin token")
+        return _refuse(request, 401, "unauthorized", "Authorization: Bearer <ADMIN_TOKEN> is required",
+                       {"WWW-Authenticate": "Bearer"})
+    if not settings.admin_token or not hmac.compare_digest(given.strip().encode(), settings.admin_token.encode()):
+        return _refuse(request, 403, "forbidden", "the bearer token is not the admin token")
     return None
+
+
+def _refuse(request: Request, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """Every refused admin call is a warning with who and where (never the token): someone is probing."""
+    peer = (request.scope.get("client") or ("unknown", 0))[0]
+    log.warning("admin request refused", extra={
+        "status": status, "error": code, "method": request.method, "path": request.url.path,
+        "clientIp": client_address(request.scope, _state(request).settings.trusted_proxies),
+        "detail": f"{detail} (peer {peer})"})
+    return error(request.scope, status, code, detail, headers)
 
 
 async def _set_draining(request: Request, draining: bool) -> Response:

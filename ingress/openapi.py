@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ingress.bodylimit import MAX_BODY_BYTES
-from schemas import EVENT_TYPES
+from schemas.paynow import EVENT_TYPE_RE, EVENT_TYPES, ID_RE
 
 WEBHOOK_PATHS = ("/webhooks/paynow", "/api/paynow/webhook")
 
@@ -47,11 +47,13 @@ def _webhook(operation_id: str, *, deprecated: bool) -> dict[str, Any]:
         "responses": {
             "200": _json("Duplicate of an event published recently; not published again.", "Accepted"),
             "202": _json("Published to Pub/Sub.", "Accepted"),
-            "400": _error("Bad JSON, an unmappable payload (detail names the field) or a stale timestamp."),
+            "400": _error("Bad JSON, an unmappable delivery (detail names the field), a stale timestamp, or a body "
+                          "cut off by the client (incomplete_body)."),
             "401": _error("Missing, garbled or non-matching signature headers."),
-            "413": _error(f"Body over {MAX_BODY_BYTES} bytes."),
+            "413": _error(f"Body over MAX_BODY_BYTES (default {MAX_BODY_BYTES} bytes)."),
             "415": _error("Content-Type is not application/json."),
-            "429": _error("Over this client's rate limit.", retry_after=True),
+            "429": _error("This client used up its budget of refused requests (a correctly signed delivery is "
+                          "never refused this way).", retry_after=True),
             "503": _error("Pub/Sub did not confirm, or the instance is draining.", retry_after=True),
         },
     }}
@@ -86,13 +88,17 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "PayNowWebhook": {"type": "object", "required": ["id", "event_type", "data"], "properties": {
-                    "id": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "integer"}]},
-                    "event_type": {"type": "string", "enum": sorted(EVENT_TYPES)},
-                    "data": {"type": "object", "properties": {
-                        "order": {"type": "object"}, "subscription": {"type": "object"},
-                        "delivery_item": {"type": "object"}, "customer": {"type": "object"}}},
-                }},
+                "PayNowWebhook": {
+                    "type": "object", "required": ["event_type", "event_id", "body"],
+                    "description": "A PayNow delivery; the body's schema per event type is PayNow's published "
+                                   "webhook definitions (schemas/vendor/paynow/webhook-definitions.json).",
+                    "properties": {
+                        "event_type": {"type": "string", "pattern": EVENT_TYPE_RE.pattern,
+                                       "description": "WebhookEventType, or a type PayNow added since: "
+                                                      + ", ".join(sorted(EVENT_TYPES))},
+                        "event_id": {"type": "string", "pattern": ID_RE.pattern},
+                        "body": {"type": "object"},
+                    }},
                 "Accepted": {"type": "object", "required": ["status", "eventId", "region"], "properties": {
                     "status": {"type": "string", "enum": ["accepted"]}, "eventId": string, "region": string},
                     "additionalProperties": False},

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ingress.bodylimit import MAX_BODY_BYTES
 from schemas import CURRENT_VERSION
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -15,6 +16,7 @@ _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _TOPIC_ID = re.compile(r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
 _TOPIC_PATH = re.compile(r"^projects/(?P<project>[^/]+)/topics/(?P<topic>[^/]+)$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_BODY_BYTES_CEILING = 32 * 1024 * 1024  # Cloud Run refuses larger HTTP/1 requests itself
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -24,6 +26,11 @@ class ConfigError(ValueError):
     def __init__(self, setting: str, problem: str) -> None:
         super().__init__(f"{setting}: {problem}")
         self.setting = setting
+
+
+def _show(value: float) -> str:
+    """A bound as a person writes it: 33554432, not 3.35544e+07."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class _Reader:
@@ -59,7 +66,7 @@ class _Reader:
         except ValueError:
             raise ConfigError(name, f"must be {'an integer' if integer else 'a number'}, got {raw[:32]!r}") from None
         if not low <= value <= high:
-            raise ConfigError(name, f"must be between {low:g} and {high:g}, got {value:g}")
+            raise ConfigError(name, f"must be between {_show(low)} and {_show(high)}, got {_show(value)}")
         return value
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
@@ -131,6 +138,7 @@ class Settings:
     rate_limit_burst: int = 100
     rate_limit_per_minute: int = 300
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    max_body_bytes: int = MAX_BODY_BYTES
     publish_timeout: float = 5.0
     publish_batch_max: int = 100
     pubsub_ordering: bool = True
@@ -184,6 +192,7 @@ class Settings:
             rate_limit_burst=env.integer("RATE_LIMIT_BURST", 100, low=1, high=1_000_000),
             rate_limit_per_minute=env.integer("RATE_LIMIT_PER_MINUTE", 300, low=0, high=100_000_000),
             trusted_proxies=_networks(env),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", MAX_BODY_BYTES, low=1024, high=MAX_BODY_BYTES_CEILING),
             publish_timeout=env.number("PUBLISH_TIMEOUT", 5.0, low=0.05, high=60),
             publish_batch_max=env.integer("PUBLISH_BATCH_MAX", 100, low=1, high=1000),
             pubsub_ordering=env.flag("PUBSUB_ORDERING", True),

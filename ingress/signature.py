@@ -14,11 +14,12 @@ _MAX_TIMESTAMP_DIGITS = 15
 class SignatureError(Exception):
     """A refused signature; `code` is the error code and `status` the HTTP status to answer with."""
 
-    def __init__(self, code: str, detail: str, status: int = 401) -> None:
+    def __init__(self, code: str, detail: str, status: int = 401, *, authenticated: bool = False) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.status = status
+        self.authenticated = authenticated  # the MAC matched an active secret; only the window failed
 
 
 def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
@@ -54,5 +55,6 @@ def verify(secrets: Sequence[bytes], timestamp: str | None, signature: str | Non
     if abs(now_ms - timestamp_ms) > TOLERANCE_MS:
         direction = "past" if timestamp_ms < now_ms else "future"
         raise SignatureError("stale_timestamp",
-                             f"paynow-timestamp is more than {TOLERANCE_MS // 1000} s in the {direction}", 400)
+                             f"paynow-timestamp is more than {TOLERANCE_MS // 1000} s in the {direction}", 400,
+                             authenticated=True)
     return timestamp_ms

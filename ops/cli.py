@@ -233,6 +233,9 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
                     stack.write()
             console.print(f"[bold green]stack up[/] · LB {stack.info['target']} · project {args.project} · "
                           f"state {stack.stack_file} · logs {stack.logs}")
+            if "prometheus" in stack.info:
+                console.print(f"dashboard {stack.info['prometheus']['dashboard']} · Prometheus "
+                              f"{stack.info['prometheus']['url']}")
             console.print("Ctrl-C (or `paynow down`) stops everything.")
             if args.no_status:
                 collector = status.Collector(stack.info)

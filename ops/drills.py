@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ops import audit, dlq, status, traffic
+from ops import audit, dlq, prometheus, status, traffic
 from ops.catalog import KNOWN_PRODUCTS, map_customer
 from ops.catalog import points as points_of
 from ops.signing import signed_headers
@@ -260,10 +260,15 @@ class Drills:
         duration = max(self._duration("webhook-failover"), 15.0)  # bringing US back takes ~5 s on busy cores
         checkdowns = {s.name: s.check_down for s in self.stack.lb_stats()}
         marks: dict[str, float] = {}
+        prom = self.stack.info.get("prometheus", {}).get("url")
+        failovers = prometheus.failover_count(prom, PRIMARY) if prom else 0.0
+        alert: list[tuple[float, str]] = []  # the outage alert's states, as Prometheus reports them
 
         async def fault(started: float) -> None:
             await asyncio.sleep(duration / 4)
             marks["kill"] = time.time()
+            watching = asyncio.create_task(prometheus.watch_alert(prom, prometheus.OUTAGE_ALERT, alert,
+                                                                  region=PRIMARY)) if prom else None
             self._say(f"webhook-failover: kill -9 ingress {PRIMARY}")
             watch = asyncio.create_task(self._until_out(PRIMARY, marks["kill"]))
             await asyncio.to_thread(self.stack.kill, f"ingress-{PRIMARY}")
@@ -274,6 +279,9 @@ class Drills:
             await asyncio.to_thread(self.stack.restart, f"ingress-{PRIMARY}")
             await asyncio.to_thread(self.stack.wait_lb, {PRIMARY, SECONDARY}, 30)
             marks["back"] = time.time()
+            if watching is not None:
+                await asyncio.sleep(6)  # until Prometheus has seen the region back and resolved the alert
+                watching.cancel()
 
         stats, records = self.send("webhook-failover", rate=self._rate(), duration=duration, during=fault)
         self._common(result, stats, records)
@@ -289,6 +297,8 @@ class Drills:
         result.add("region_failover_events (LB UP→DOWN)", events, "≥ 1", events >= 1)
         after = self._shares(records, int(marks["back"] * 1000))
         result.add(f"answers by {PRIMARY} after it came back", after.get(PRIMARY, 0), "> 0", after.get(PRIMARY, 0) > 0)
+        if prom:
+            prometheus.drill_figures(result, prom, PRIMARY, failovers, alert, marks["kill"])
 
     def drill_worker_failover(self, result: Result) -> None:
         duration = max(self._duration("worker-failover"), 9.0)

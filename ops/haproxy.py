@@ -12,6 +12,12 @@ from importlib import resources
 from pathlib import Path
 
 BACKEND = "ingress"
+# HAProxy connects to the ingresses from this loopback address (Linux routes all of 127.0.0.0/8 to lo): the
+# ingresses trust X-Forwarded-For from it alone, and HAProxy's appended entry names the real client.
+SOURCE_ADDRESS = "127.0.0.2"
+# What the public frontend forwards (exact paths, query aside): the webhook (DESIGN §1) and health. Admin and
+# metrics are for operators, who reach each ingress directly.
+PUBLIC_PATHS = ("/webhooks/paynow", "/api/paynow/webhook", "/healthz", "/readyz")
 
 
 class HAProxyError(RuntimeError):
@@ -52,7 +58,8 @@ def render_config(*, servers: list[Server], frontend_port: int, stats_port: int,
     template = string.Template(resources.files("ops").joinpath("haproxy.cfg").read_text())
     lines = "\n".join(f"    server {s.name} {s.host}:{s.port} check" for s in servers)
     return template.substitute(servers=lines, frontend_port=frontend_port, stats_port=stats_port,
-                               stats_socket=str(stats_socket), host=host)
+                               stats_socket=str(stats_socket), host=host, source_address=SOURCE_ADDRESS,
+                               public_paths=" ".join(PUBLIC_PATHS))
 
 
 def executable() -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ops import emulators, haproxy
+from ops import emulators, haproxy, prometheus
 from ops.emulators import LOOPBACK, free_port
 from ops.signing import new_secret
 from ops.topology import DEFAULT_PROJECT, Topology
@@ -30,9 +30,10 @@ PRIMARY, SECONDARY = "us-central1", "europe-west1"
 STACK_FILE = "stack.json"
 # Demo mappings seeded by `paynow up` / `paynow seed`: customers whose payloads carry no uid.
 DEMO_MAPPINGS = {"cus_demo_alice": "user_alice", "cus_demo_bob": "user_bob", "cus_demo_carol": "user_carol"}
-# One local client (HAProxy) sends everything, so the per-client limit is raised; and HAProxy notices a draining
-# ingress within 1 s (2 checks × 500 ms), so 2 s of drain on SIGTERM is enough.
-LOCAL_SETTINGS = {"RATE_LIMIT_BURST": "5000", "RATE_LIMIT_PER_MINUTE": "1200000", "DRAIN_SECONDS": "2"}
+# HAProxy notices a draining ingress within 1 s (2 checks × 500 ms), so 2 s of drain on SIGTERM is enough. The
+# rate limit keeps its defaults: it charges refused requests only, and sees local clients through HAProxy's
+# X-Forwarded-For (TRUSTED_PROXIES is HAProxy's source address).
+LOCAL_SETTINGS = {"DRAIN_SECONDS": "2"}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -214,6 +215,8 @@ class Stack:
                 self.wait_pipeline_ready(region)
             if self.config.lb:
                 self.wait_lb(set(self.config.regions))
+                say("Prometheus")
+                prometheus.start(self)  # scrapes the processes above, evaluates deploy/prometheus/rules.yml
             self.write()
         except BaseException:
             self.stop()
@@ -264,7 +267,7 @@ class Stack:
             "MULTI_REGION_ENABLED": "true", "PRIMARY_REGION": primary, "SECONDARY_REGION": secondary,
             "FAILOVER_ENABLED": "true", "EVENT_SCHEMA_VERSION": "4", "EVENT_SCHEMA_MIN_COMPATIBLE": "2",
             "PAYNOW_WEBHOOK_SECRETS": self.secret, "PUBSUB_TOPIC": self.topology.topic,
-            "ADMIN_TOKEN": secrets.token_urlsafe(24), "PORT": str(port), "TRUSTED_PROXIES": LOOPBACK,
+            "ADMIN_TOKEN": secrets.token_urlsafe(24), "PORT": str(port), "TRUSTED_PROXIES": haproxy.SOURCE_ADDRESS,
             **LOCAL_SETTINGS, **self.config.ingress_env,
         }
         # each region's secret-holding config, readable by its owner only (what Secret Manager gives Cloud Run)

@@ -16,7 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ops import haproxy
+from ops import haproxy, prometheus
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
@@ -137,6 +137,8 @@ class View:
     failover_events: int
     lb_transitions: list[str]
     window_s: float
+    seed: dict[str, dict[str, float]] | None = None  # the five seed metrics by region, from Prometheus
+    alerts: list[str] = field(default_factory=list)  # Prometheus' pending and firing alerts
 
 
 class Collector:
@@ -196,8 +198,9 @@ class Collector:
                 dlq[verdict] = dlq.get(verdict, 0.0) + n
             compatible += total(samples, SCHEMAS, compatible="true")
             seen += total(samples, SCHEMAS)
+        seed, alerts = prometheus.status_figures(self.info)
         return View(time.time(), regions, dict(sorted(dlq.items())), compatible / seen if seen else None, seen,
-                    failovers, list(self.transitions[-6:]), span)
+                    failovers, list(self.transitions[-6:]), span, seed, alerts)
 
     def _lb(self) -> dict[str, haproxy.ServerStats]:
         sock = self.info.get("lb", {}).get("statsSocket")
@@ -252,6 +255,8 @@ def render(view: View, info: dict[str, Any]) -> Group:
     lines = [Text.assemble(("schema compatibility rate: ", "bold"), rate),
              Text.assemble(("region failover events (LB UP→DOWN): ", "bold"), str(view.failover_events)),
              *[Text(f"  {t}") for t in view.lb_transitions]]
+    if view.seed is not None:
+        lines.append(prometheus.seed_table(view.seed, view.alerts, [r.name for r in view.regions]))
     return Group(regions, dlq, *lines)
 
 

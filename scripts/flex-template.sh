@@ -9,14 +9,15 @@
 #
 # Settings come from the environment (defaults in brackets): PROJECT (required), REGION [us-central1],
 # ROLE [primary; standby for the second job], REPOSITORY [paynow], BUCKET [$PROJECT-dataflow],
-# TAG [git short hash], MIN_COMPATIBLE [2], FIRESTORE_DATABASE [(default)], MAX_WORKERS [3], NUM_WORKERS [1],
-# MACHINE_TYPE [n2-standard-2]. DRY_RUN=1 prints the commands instead of running them (no gcloud needed).
+# TAG [image, build, all: git short hash; run, update: required, a template that was built], MIN_COMPATIBLE [2],
+# FIRESTORE_DATABASE [(default)], MAX_WORKERS [3], NUM_WORKERS [1], MACHINE_TYPE [n2-standard-2].
+# DRY_RUN=1 prints the commands instead of running them (no gcloud needed).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -28,7 +29,11 @@ REGION=${REGION:-us-central1}
 ROLE=${ROLE:-primary}
 REPOSITORY=${REPOSITORY:-paynow}
 BUCKET=${BUCKET:-${PROJECT}-dataflow}
-TAG=${TAG:-$(git rev-parse --short HEAD 2>/dev/null || date -u +%Y%m%d-%H%M%S)}
+# run/update never guess the tag: mid-incident the local checkout's HEAD is rarely a template that was built.
+case "$command" in
+  run | update) TAG=${TAG:?set TAG to a built template: gcloud storage ls gs://${BUCKET}/templates/ (paynow-ledger-TAG.json)} ;;
+  *) TAG=${TAG:-$(git rev-parse --short HEAD 2>/dev/null || date -u +%Y%m%d-%H%M%S)} ;;
+esac
 MIN_COMPATIBLE=${MIN_COMPATIBLE:-2}
 FIRESTORE_DATABASE=${FIRESTORE_DATABASE:-(default)}
 MAX_WORKERS=${MAX_WORKERS:-3}
@@ -42,7 +47,8 @@ IMAGE_REGION=${IMAGE_REGION:-us-central1}
 IMAGE="${IMAGE_REGION}-docker.pkg.dev/${PROJECT}/${REPOSITORY}/paynow-ledger-pipeline:${TAG}"
 TEMPLATE="gs://${BUCKET}/templates/paynow-ledger-${TAG}.json"
 JOB_NAME="paynow-ledger-${REGION}"
-SERVICE_ACCOUNT="pipeline-${REGION}@${PROJECT}.iam.gserviceaccount.com"
+SERVICE_ACCOUNT="pipe-${REGION}@${PROJECT}.iam.gserviceaccount.com" # deploy/iam.tf
+BUILD_ACCOUNT="projects/${PROJECT}/serviceAccounts/paynow-builder@${PROJECT}.iam.gserviceaccount.com"
 SUBSCRIPTION="projects/${PROJECT}/subscriptions/paynow-events-pipeline"
 DLQ_TOPIC="projects/${PROJECT}/topics/paynow-events-dlq"
 
@@ -59,6 +65,8 @@ image() {
   run gcloud builds submit . \
     --project "$PROJECT" \
     --region "$IMAGE_REGION" \
+    --service-account "$BUILD_ACCOUNT" \
+    --gcs-source-staging-dir "gs://${BUCKET}/staging/cloudbuild-source" \
     --config templates/cloudbuild.yaml \
     --substitutions "_IMAGE=${IMAGE}"
 }
@@ -74,6 +82,8 @@ build() {
 launch() {
   local update_flag=()
   [ "${1:-}" = update ] && update_flag=(--update)
+  # Fail before touching the job when no template spec was built for TAG.
+  run gcloud storage objects describe "$TEMPLATE" --format='value(name)'
   run gcloud dataflow flex-template run "$JOB_NAME" \
     "${update_flag[@]}" \
     --project "$PROJECT" \
@@ -86,7 +96,7 @@ launch() {
     --num-workers "$NUM_WORKERS" \
     --max-workers "$MAX_WORKERS" \
     --worker-machine-type "$MACHINE_TYPE" \
-    --additional-user-labels "app=paynow-ledger,role=${ROLE}" \
+    --additional-user-labels "app=paynow-ledger,role=${ROLE},template_tag=${TAG}" \
     --parameters "subscription=${SUBSCRIPTION}" \
     --parameters "dlq_topic=${DLQ_TOPIC}" \
     --parameters "firestore_database=${FIRESTORE_DATABASE}" \

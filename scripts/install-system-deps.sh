@@ -4,6 +4,8 @@ set -euo pipefail
 
 missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
+# the local stack's Prometheus, and promtool for the alert unit tests (tests/prometheus)
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || command -v python3 >/dev/null || missing+=(python3 python3-venv)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 from typing import Any
 
 import fastavro
 
 from ops.topology import Topology
-from schemas import codec, encode_envelope, envelope_from_payload
+from schemas import codec, deliveries, encode_envelope, envelope_from_payload
 
 from .terraform import DEPLOY, block, load
 
@@ -35,12 +34,34 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str, str]]] = {
         ("google_artifact_registry_repository_iam_member", "roles/artifactregistry.reader",
          "google_artifact_registry_repository.paynow"),
     },
-    "local.pubsub_service_agent_member": {
-        ("google_pubsub_topic_iam_member", "roles/pubsub.publisher", "google_pubsub_topic.undeliverable"),
-        ("google_pubsub_subscription_iam_member", "roles/pubsub.subscriber", "google_pubsub_subscription.pipeline"),
+    "google_service_account.builder": {
+        ("google_artifact_registry_repository_iam_member", "roles/artifactregistry.writer",
+         "google_artifact_registry_repository.paynow"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer", "google_storage_bucket.dataflow"),
+        ("google_project_iam_member", "roles/logging.logWriter", "var.project_id"),
+    },
+    # People who build images and launch the Flex Template jobs.
+    "var.operators": {
+        ("google_project_iam_member", "roles/dataflow.developer", "var.project_id"),
+        ("google_project_iam_member", "roles/cloudbuild.builds.editor", "var.project_id"),
+        ("google_service_account_iam_member", "roles/iam.serviceAccountUser", "google_service_account.pipeline"),
+        ("google_service_account_iam_member", "roles/iam.serviceAccountUser", "google_service_account.builder"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectAdmin", "google_storage_bucket.dataflow"),
     },
 }
-TARGET_ATTRIBUTES = ("topic", "subscription", "secret_id", "bucket", "repository", "project")
+TARGET_ATTRIBUTES = ("topic", "subscription", "secret_id", "bucket", "repository", "service_account_id", "project")
+# Every Google Cloud region (https://cloud.google.com/compute/docs/regions-zones, Nov 2026): account ids
+# derived from a region must fit IAM's 6-30 characters for each of them.
+ALL_REGIONS = [
+    "africa-south1", "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2", "asia-northeast3",
+    "asia-south1", "asia-south2", "asia-southeast1", "asia-southeast2", "australia-southeast1",
+    "australia-southeast2", "europe-central2", "europe-north1", "europe-north2", "europe-southwest1",
+    "europe-west1", "europe-west10", "europe-west12", "europe-west2", "europe-west3", "europe-west4",
+    "europe-west6", "europe-west8", "europe-west9", "me-central1", "me-central2", "me-west1",
+    "northamerica-northeast1", "northamerica-northeast2", "northamerica-south1", "southamerica-east1",
+    "southamerica-west1", "us-central1", "us-east1", "us-east4", "us-east5", "us-south1", "us-west1", "us-west2",
+    "us-west3", "us-west4",
+]
 REF = re.compile(r"\$\{((?:google_\w+\.\w+)|(?:var\.\w+)|(?:local\.\w+))")
 
 
@@ -50,10 +71,15 @@ def grants() -> dict[str, set[tuple[str, str, str]]]:
     for (kind, _name), body in load().resources.items():
         if not kind.endswith("_iam_member"):
             continue
-        member = REF.search(body["member"])
-        assert member, f"{kind}: member {body['member']} is not one of our accounts"
+        if body["member"] in ("${each.value}", "${each.value.member}"):
+            assert "operator" in str(body["for_each"]), f"{kind}.{_name}: members from for_each must be operators"
+            account = "var.operators"
+        else:
+            member = REF.search(body["member"])
+            assert member, f"{kind}: member {body['member']} is not one of our accounts"
+            account = member.group(1)
         target = next(body[a] for a in TARGET_ATTRIBUTES if a in body)
-        found.setdefault(member.group(1), set()).add((kind, body["role"], REF.search(target).group(1)))
+        found.setdefault(account, set()).add((kind, body["role"], REF.search(target).group(1)))
     return found
 
 
@@ -79,7 +105,8 @@ def test_both_regions_are_deployed_from_one_image() -> None:
     for kind in ("google_cloud_run_v2_service", "google_compute_region_network_endpoint_group",
                  "google_service_account"):
         for name, body in config.of_type(kind).items():
-            assert body["for_each"] == "${var.regions}", f"{kind}.{name} is not per region"
+            if (kind, name) != ("google_service_account", "builder"):  # one build account for the project
+                assert body["for_each"] == "${var.regions}", f"{kind}.{name} is not per region"
     service = config.resource("google_cloud_run_v2_service", "ingress")
     assert service["location"] == "${each.key}"
     assert container()["image"] == "${var.ingress_image}"
@@ -88,16 +115,45 @@ def test_both_regions_are_deployed_from_one_image() -> None:
 def test_every_region_keeps_a_warm_instance() -> None:
     config = load()
     assert all(r["min_instances"] >= 1 for r in config.default("regions").values())
-    assert "min_instances >= 1" in config.variables["regions"]["validation"][0]["condition"]
+    assert any("min_instances >= 1" in v["condition"] for v in config.variables["regions"]["validation"])
     scaling = block(block(config.resource("google_cloud_run_v2_service", "ingress"), "template"), "scaling")
     assert scaling["min_instance_count"] == "${each.value.min_instances}"
 
 
 def test_service_account_ids_fit_for_every_region() -> None:
-    for body in load().of_type("google_service_account").values():
-        for region in REGIONS:
+    """IAM: account_id is 6-30 characters, [a-z][a-z0-9-]*[a-z0-9] (ids over 30 made `apply` fail)."""
+    config = load()
+    for body in config.of_type("google_service_account").values():
+        for region in ALL_REGIONS:
             account_id = body["account_id"].replace("${each.key}", region)
             assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account_id), account_id
+    # The launch script builds the worker account's address from the same rule.
+    script = (ROOT / "scripts" / "flex-template.sh").read_text()
+    pipeline_id = config.resource("google_service_account", "pipeline")["account_id"].replace("${each.key}",
+                                                                                             "${REGION}")
+    assert f'SERVICE_ACCOUNT="{pipeline_id}@${{PROJECT}}.iam.gserviceaccount.com"' in script
+    builder_id = config.resource("google_service_account", "builder")["account_id"]
+    assert f"serviceAccounts/{builder_id}@" in script
+
+
+def test_region_validation_accepts_every_region_and_keeps_ids_short() -> None:
+    [condition] = [v["condition"] for v in load().variables["regions"]["validation"] if "regex(" in v["condition"]]
+    pattern = re.search(r'regex\("([^"]+)"', condition).group(1)
+    limit = int(re.search(r"length\(r\) <= (\d+)", condition).group(1))
+    assert all(re.search(pattern, r) and len(r) <= limit for r in ALL_REGIONS)
+    longest_prefix = max(len(b["account_id"].split("${")[0]) for b in load().of_type("google_service_account").values()
+                         if "${each.key}" in b["account_id"])
+    assert longest_prefix + limit <= 30
+
+
+def test_service_accounts_wait_for_the_apis_they_need() -> None:
+    config = load()
+    apis = set(config.resource("google_project_service", "apis")["for_each"].removeprefix("${toset(")
+               .removesuffix(")}").strip("[]").replace('"', "").replace(",", " ").split())
+    assert {"iam.googleapis.com", "cloudresourcemanager.googleapis.com", "run.googleapis.com",
+            "dataflow.googleapis.com", "cloudbuild.googleapis.com"} <= apis, apis
+    for name, body in config.of_type("google_service_account").items():
+        assert "${google_project_service.apis}" in body.get("depends_on", []), name
 
 
 # --- least privilege ---------------------------------------------------------------------------------------
@@ -108,7 +164,7 @@ def test_every_service_account_has_exactly_its_listed_roles() -> None:
 
 def test_per_region_grants_go_to_that_regions_own_account() -> None:
     for (kind, name), body in load().resources.items():
-        if kind.endswith("_iam_member") and "google_service_account" in body["member"]:
+        if kind.endswith("_iam_member") and re.search(r"google_service_account\.(ingress|pipeline)\b", body["member"]):
             assert body["for_each"] == "${var.regions}", f"{kind}.{name}"
             assert "[each.key].email}" in body["member"], f"{kind}.{name} grants to another region's account"
 
@@ -161,6 +217,16 @@ def test_probes_use_the_ingress_health_endpoints() -> None:
     assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
 
 
+def test_webhooks_are_not_refused_by_the_cloud_run_invoker_check() -> None:
+    """PayNow sends no Google credentials: with the invoker check on and no roles/run.invoker grant, Cloud Run
+    answers every webhook 403. The check is off; the service is reachable only through the load balancer."""
+    config = load()
+    service = config.resource("google_cloud_run_v2_service", "ingress")
+    assert service["invoker_iam_disabled"] is True
+    assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+    assert not [k for k in config.resources if k[0].startswith("google_cloud_run_v2_service_iam")]
+
+
 def test_secrets_are_replicated_and_survive_adding_a_region() -> None:
     """Automatic replication: no location list that a new region would have to change (that replaces a secret)."""
     secrets = load().of_type("google_secret_manager_secret")
@@ -183,11 +249,29 @@ def test_load_balancer_uses_serverless_negs_with_outlier_detection_not_health_ch
     outlier = block(backend, "outlier_detection")
     assert outlier["consecutive_gateway_failure"] >= 1 and outlier["max_ejection_percent"] <= 50
     assert block(backend, "dynamic")["backend"]["for_each"] == "${toset(local.serving_regions)}"
-    retry = block(block(config.resource("google_compute_url_map", "ingress"), "default_route_action"),
-                  "retry_policy")
+    matcher = block(config.resource("google_compute_url_map", "ingress"), "path_matcher")
+    retry = block(block(block(matcher, "path_rule"), "route_action"), "retry_policy")
     assert {"5xx", "connect-failure"} <= set(retry["retry_conditions"])
     rule = config.resource("google_compute_global_forwarding_rule", "ingress")
     assert rule["port_range"] == "443" and rule["load_balancing_scheme"] == "EXTERNAL_MANAGED"
+
+
+def test_only_the_webhook_paths_reach_cloud_run_through_the_load_balancer() -> None:
+    """Issue G: /admin/* and /metrics are not routed; everything but the public paths gets a 404 from the LB."""
+    config = load()
+    url_map = config.resource("google_compute_url_map", "ingress")
+    [host_rule] = url_map["host_rule"]
+    [matcher] = url_map["path_matcher"]
+    assert host_rule["hosts"] == ["*"] and host_rule["path_matcher"] == matcher["name"]
+    [rule] = matcher["path_rule"]
+    paths = config.locals["public_paths"] if rule["paths"] == "${local.public_paths}" else rule["paths"]
+    from ingress.openapi import WEBHOOK_PATHS
+
+    assert sorted(paths) == sorted([*WEBHOOK_PATHS, "/healthz"])
+    assert not [p for p in paths if p.startswith(("/admin", "/metrics")) or "*" in p]
+    for default in (url_map, matcher):
+        abort = block(block(block(default, "default_route_action"), "fault_injection_policy"), "abort")
+        assert abort["http_status"] == 404 and abort["percentage"] == 100
 
 
 # --- Pub/Sub -----------------------------------------------------------------------------------------------
@@ -200,20 +284,19 @@ def test_names_match_the_local_stack_topology() -> None:
     assert config.locals["dlq_subscription_id"] == topo.dlq_subscription_id
 
 
-def test_pipeline_subscription_is_ordered_with_a_dead_letter_policy() -> None:
+def test_pipeline_subscription_is_ordered_without_pubsub_dead_lettering() -> None:
+    """DESIGN §5: no dead_letter_policy / retry_policy on the subscription Dataflow reads (unsupported there)."""
     sub = load().resource("google_pubsub_subscription", "pipeline")
     assert sub["topic"] == "${google_pubsub_topic.events.id}"
     assert sub["enable_message_ordering"] is True
     assert sub["ack_deadline_seconds"] == 60
-    dead = block(sub, "dead_letter_policy")
-    assert dead["dead_letter_topic"] == "${google_pubsub_topic.undeliverable.id}"
-    assert 5 <= dead["max_delivery_attempts"] <= 100
+    assert "dead_letter_policy" not in sub and "retry_policy" not in sub
     assert block(sub, "expiration_policy")["ttl"] == ""
 
 
 def test_dlq_topic_has_an_inspect_subscription() -> None:
     config = load()
-    for sub_name, topic in (("dlq_inspect", "dlq"), ("undeliverable_inspect", "undeliverable")):
+    for sub_name, topic in (("dlq_inspect", "dlq"),):
         sub = config.resource("google_pubsub_subscription", sub_name)
         assert sub["topic"] == f"${{google_pubsub_topic.{topic}.id}}"
 
@@ -221,14 +304,14 @@ def test_dlq_topic_has_an_inspect_subscription() -> None:
 def test_topic_has_no_schema_because_envelopes_are_single_object_encoded() -> None:
     """A topic schema with BINARY encoding expects a bare Avro datum; ours carries the C3 01 + fingerprint header."""
     assert "schema_settings" not in load().resource("google_pubsub_topic", "events")
-    payload = json.dumps({"id": "evt-1", "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
-        "id": "o-1", "pretty_id": "P1", "customer": {"id": "c-1", "email": "a@b.c", "metadata": {"uid": "u-1"}},
-        "lines": [{"product_id": "459935272365195264", "quantity": 1, "price": 100}]}}}).encode()
+    payload = deliveries.encode(deliveries.order_completed(
+        "evt-1", "o-1", "c-1", [deliveries.order_line("1", "459935272365195264")], uid="u-1"))
     data = encode_envelope(envelope_from_payload(payload, timestamp_ms=1_700_000_000_000, region="us-central1"))
 
     def reads_as_bare_datum(candidate: bytes) -> bool:
         try:
-            datum = fastavro.schemaless_reader(io.BytesIO(candidate), codec.ENVELOPE_SCHEMAS[3], None)
+            schema = codec.ENVELOPE_SCHEMAS[codec.CURRENT_VERSION]
+            datum = fastavro.schemaless_reader(io.BytesIO(candidate), schema, None)
         except Exception:
             return False
         return isinstance(datum, dict) and datum.get("eventId") == "evt-1"
@@ -244,6 +327,23 @@ def test_webhook_events_expire_through_a_ttl_policy() -> None:
     field = load().resource("google_firestore_field", "webhook_events_ttl")
     assert (field["collection"], field["field"]) == ("webhookEvents", "expiresAt")
     assert "ttl_config" in field
+
+
+def test_the_ledger_can_be_restored_from_pitr_and_backups() -> None:
+    """Phase 7B: point-in-time recovery on, daily and weekly backup schedules, a restore procedure."""
+    config = load()
+    database = config.resource("google_firestore_database", "ledger")
+    assert database["point_in_time_recovery_enablement"] == "POINT_IN_TIME_RECOVERY_ENABLED"
+    assert database["delete_protection_state"] == "DELETE_PROTECTION_ENABLED"
+    schedules = config.of_type("google_firestore_backup_schedule")
+    assert {"daily_recurrence", "weekly_recurrence"} <= {k for s in schedules.values() for k in s}
+    for schedule in schedules.values():
+        assert schedule["database"] == "${google_firestore_database.ledger.name}"
+    runbook = (ROOT / "RUNBOOK.md").read_text()
+    assert "## Restoring the ledger" in runbook
+    for step in ("gcloud firestore databases restore", "--snapshot-time=", "gcloud pubsub subscriptions seek",
+                 "paynow audit --project \"$PROJECT\" --database ledger-restore"):
+        assert step in runbook, step
 
 
 def test_firestore_rules_file_is_the_released_ruleset() -> None:

@@ -81,6 +81,50 @@ def test_each_parameter_is_documented_and_validated(parameter: dict[str, Any]) -
         assert all(re.fullmatch(r, str(flag.default)) for r in parameter["regexes"]), flag.default
 
 
+def pipeline_accepts(name: str, value: str) -> bool:
+    """The pipeline's own verdict (pipeline.options.validate) on one flag value."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import validate
+
+    try:
+        validate(PipelineOptions(["--subscription=projects/p/subscriptions/s", "--dlq_topic=projects/p/topics/t",
+                                  "--project=p", f"--{name}={value}"]))
+    except (ValueError, SystemExit):
+        return False
+    return True
+
+
+INTEGER_PROBES = ["-1", "0", "1", "2", "3", "4", "9", "10", "99", "1024", "65535", "65536", "99999", "100000"]
+
+
+@pytest.mark.parametrize("name", [n for n, a in ledger_flags().items() if a.type is int])
+def test_integer_regexes_accept_nothing_the_pipeline_refuses(name: str) -> None:
+    """A value the template accepts must start the job: the regex may be stricter than validate(), never looser."""
+    [regex] = {p["name"]: p["regexes"] for p in metadata()["parameters"]}[name]
+    accepted = [v for v in INTEGER_PROBES if re.fullmatch(regex, v)]
+    assert accepted, name
+    for value in accepted:
+        assert pipeline_accepts(name, value), f"--{name}={value} passes the template regex but the pipeline refuses it"
+
+
+def test_metrics_port_regex_is_exactly_the_tcp_port_range() -> None:
+    regexes = {p["name"]: p["regexes"][0] for p in metadata()["parameters"]}
+    ports = [str(n) for n in range(0, 70000)]
+    assert [p for p in ports if re.fullmatch(regexes["metrics_port"], p)] == [str(n) for n in range(0, 65536)]
+    assert pipeline_accepts("metrics_port", "65535") and not pipeline_accepts("metrics_port", "65536")
+
+
+def test_firestore_database_regex_follows_firestores_id_rule() -> None:
+    """gcloud firestore databases restore --help (SDK 528): "4-63 characters. Valid characters are /[a-z][0-9]-/
+    with first character a letter and the last a letter or a number" (or "(default)")."""
+    regex = {p["name"]: p["regexes"][0] for p in metadata()["parameters"]}["firestore_database"]
+    for good in ("(default)", "ledg", "ledger-restore-1", "a" * 63):
+        assert re.fullmatch(regex, good), good
+    for bad in ("led", "a" * 64, "1abc", "ledger-", "Ledger", "led_ger", ""):
+        assert not re.fullmatch(regex, bad), bad
+
+
 def test_regexes_refuse_what_the_pipeline_refuses_on_dataflow() -> None:
     regexes = {p["name"]: p["regexes"][0] for p in metadata()["parameters"]}
     assert re.fullmatch(regexes["subscription"], "projects/p/subscriptions/paynow-events-pipeline")
@@ -157,8 +201,19 @@ def test_script_is_valid_bash() -> None:
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True, timeout=10)
 
 
+def test_run_and_update_need_an_explicit_tag_and_check_the_template_exists() -> None:
+    """No TAG guessed from the local HEAD: mid-incident that is rarely a template that was built."""
+    for action in ("run", "update"):
+        result = subprocess.run(["bash", str(SCRIPT), action], capture_output=True, text=True, timeout=20,
+                                env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "PROJECT": "paynow-prod"})
+        assert result.returncode != 0 and "set TAG to a built template" in result.stderr, result.stderr
+    check, launch = dry_run("run")
+    assert check[:4] == ["gcloud", "storage", "objects", "describe"]
+    assert check[4] == flag_values(launch, "--template-file-gcs-location")[0]
+
+
 def test_run_passes_every_template_parameter_once_with_a_valid_value() -> None:
-    [words] = dry_run("run")
+    [words] = dry_run("run")[1:]
     assert words[:4] == ["gcloud", "dataflow", "flex-template", "run"]
     pairs = [value.split("=", 1) for value in flag_values(words, "--parameters")]
     given = dict(pairs)
@@ -172,7 +227,7 @@ def test_run_passes_every_template_parameter_once_with_a_valid_value() -> None:
 
 
 def test_build_and_run_use_one_image_and_one_template_file() -> None:
-    image_cmd, build_cmd, run_cmd = dry_run("all")
+    image_cmd, build_cmd, _check, run_cmd = dry_run("all")
     substitution = flag_values(image_cmd, "--substitutions")[0]
     image = substitution.removeprefix("_IMAGE=")
     assert flag_values(build_cmd, "--image") == [image]
@@ -181,12 +236,16 @@ def test_build_and_run_use_one_image_and_one_template_file() -> None:
     assert build_cmd[4] == flag_values(run_cmd, "--template-file-gcs-location")[0]
     assert f"sdk_container_image={image}" in flag_values(run_cmd, "--parameters")
     assert image.endswith(":t1")
+    # Built as the build account deploy/iam.tf grants, from a source archive in the bucket it may read.
+    assert flag_values(image_cmd, "--service-account") == [
+        "projects/paynow-prod/serviceAccounts/paynow-builder@paynow-prod.iam.gserviceaccount.com"]
+    assert flag_values(image_cmd, "--gcs-source-staging-dir")[0].startswith("gs://paynow-prod-dataflow/")
 
 
 def test_standby_job_runs_in_its_region_with_its_own_service_account() -> None:
-    [words] = dry_run("update", REGION="europe-west1", ROLE="standby")
+    [words] = dry_run("update", REGION="europe-west1", ROLE="standby")[1:]
     assert "--update" in words
     assert flag_values(words, "--region") == ["europe-west1"]
-    account = "pipeline-europe-west1@paynow-prod.iam.gserviceaccount.com"
+    account = "pipe-europe-west1@paynow-prod.iam.gserviceaccount.com"  # deploy/iam.tf account_id
     assert flag_values(words, "--service-account-email") == [account]
     assert words[4] == "paynow-ledger-europe-west1"

@@ -1,7 +1,6 @@
 """Helpers for ingress tests: settings, signed requests, PayNow bodies and in-memory publishers."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -11,6 +10,7 @@ from starlette.testclient import TestClient
 from ingress import Settings, create_app
 from ingress.publisher import PublishUnavailable
 from ingress.signature import sign
+from schemas import deliveries
 
 SECRET = b"whsec-current-0123456789"
 OLD_SECRET = b"whsec-previous-9876543210"
@@ -29,13 +29,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def order_body(event_id: str = "evt-1", *, uid: str | None = "user-1", customer: str = "cust-1",
+def order_body(event_id: str = "1001", *, uid: str | None = "user-1", customer: str = "3001",
                lines: int = 1) -> bytes:
-    metadata = {"uid": uid} if uid else {}
-    return json.dumps({"id": event_id, "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
-        "id": f"order-{event_id}", "pretty_id": "PN-1",
-        "customer": {"id": customer, "email": "buyer@example.com", "metadata": metadata},
-        "lines": [{"product_id": "459935272365195264", "quantity": 1, "price": "4.99"}] * lines}}}).encode()
+    """A real ON_ORDER_COMPLETED delivery (built from PayNow's definitions), as PayNow puts it on the wire."""
+    order_lines = [deliveries.order_line(str(i), "459935272365195264") for i in range(lines)]
+    return deliveries.encode(deliveries.order_completed(event_id, f"9{event_id}", customer, order_lines, uid=uid))
 
 
 def signed_headers(body: bytes, *, secret: bytes = SECRET, timestamp_ms: int | None = None,

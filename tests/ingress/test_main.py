@@ -39,7 +39,7 @@ async def _post_all(base: str, bodies: list[bytes], process: subprocess.Popen[by
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         async def one(body: bytes) -> tuple[str, int]:
             response = await client.post(WEBHOOK, content=body, headers=signed_headers(body))
-            return json.loads(body)["id"], response.status_code
+            return json.loads(body)["event_id"], response.status_code
 
         in_flight = [asyncio.create_task(one(b)) for b in bodies[:20]]
         await asyncio.sleep(0.02)

@@ -55,8 +55,9 @@ def payloads(draw: st.DrawFn) -> bytes:
                           customer=draw(st.text(min_size=1, max_size=40)), lines=draw(st.integers(1, 3)))
     if kind == "mutated":
         doc = json.loads(order_body())
-        path = draw(st.sampled_from([("id",), ("event_type",), ("data",), ("data", "order"),
-                                     ("data", "order", "lines"), ("data", "order", "customer")]))
+        path = draw(st.sampled_from([("event_id",), ("event_type",), ("body",), ("body", "id"),
+                                     ("body", "lines"), ("body", "customer"), ("body", "checkout"),
+                                     ("body", "total_amount")]))
         target = doc
         for key in path[:-1]:
             target = target[key]

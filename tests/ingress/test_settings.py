@@ -17,7 +17,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.topic == "projects/paynow-local/topics/paynow-events"
     assert (settings.rate_limit_burst, settings.rate_limit_per_minute) == (100, 300)
     assert settings.publish_timeout == 5.0
-    assert settings.event_schema_version == 3 and settings.event_schema_min_compatible == 2
+    assert settings.event_schema_version == 4 and settings.event_schema_min_compatible == 2
     assert settings.multi_region_enabled and not settings.rollback_not_ready
 
 
@@ -25,13 +25,18 @@ def test_values_are_parsed_and_typed() -> None:
     settings = Settings.from_env({
         "PAYNOW_WEBHOOK_SECRETS": " new , old ", "REGION": "europe-west1", "GOOGLE_CLOUD_PROJECT": "my-project",
         "PUBSUB_TOPIC": "events", "MULTI_REGION_ENABLED": "false", "PORT": "9000", "LOG_LEVEL": "debug",
-        "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "PUBLISH_TIMEOUT": "2.5", "ADMIN_TOKEN": "t", "HOST": "0.0.0.0"})
+        "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "PUBLISH_TIMEOUT": "2.5", "ADMIN_TOKEN": "t", "HOST": "0.0.0.0",
+        "MAX_BODY_BYTES": "65536"})
     assert settings.webhook_secrets == (b"new", b"old")
     assert settings.topic == "projects/my-project/topics/events"
-    assert settings.host == "0.0.0.0"
+    assert settings.host == "0.0.0.0" and settings.max_body_bytes == 65536
     assert settings.port == 9000 and settings.log_level == "DEBUG" and settings.publish_timeout == 2.5
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
     assert settings.rollback_not_ready  # secondary region with multi-region off: the rollback switch
+
+
+def test_the_body_limit_defaults_to_1_mib() -> None:
+    assert Settings.from_env(REQUIRED).max_body_bytes == 1_048_576
 
 
 def test_full_topic_path_is_kept() -> None:
@@ -55,7 +60,7 @@ def test_secrets_never_appear_in_repr() -> None:
     ({**REQUIRED, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({**REQUIRED, "EVENT_SCHEMA_VERSION": "2"}, "EVENT_SCHEMA_VERSION"),
     ({**REQUIRED, "EVENT_SCHEMA_VERSION": "three"}, "EVENT_SCHEMA_VERSION"),
-    ({**REQUIRED, "EVENT_SCHEMA_MIN_COMPATIBLE": "4"}, "EVENT_SCHEMA_MIN_COMPATIBLE"),
+    ({**REQUIRED, "EVENT_SCHEMA_MIN_COMPATIBLE": "5"}, "EVENT_SCHEMA_MIN_COMPATIBLE"),
     ({**REQUIRED, "GOOGLE_CLOUD_PROJECT": "Bad_Project"}, "GOOGLE_CLOUD_PROJECT"),
     ({**REQUIRED, "PUBSUB_TOPIC": "projects/p/topics"}, "PUBSUB_TOPIC"),
     ({**REQUIRED, "PUBSUB_TOPIC": "9starts-with-digit"}, "PUBSUB_TOPIC"),
@@ -69,9 +74,17 @@ def test_secrets_never_appear_in_repr() -> None:
     ({**REQUIRED, "PUBLISH_TIMEOUT": "0"}, "PUBLISH_TIMEOUT"),
     ({**REQUIRED, "PUBLISH_BATCH_MAX": "1001"}, "PUBLISH_BATCH_MAX"),
     ({**REQUIRED, "DRAIN_SECONDS": "-5"}, "DRAIN_SECONDS"),
+    ({**REQUIRED, "MAX_BODY_BYTES": "1MiB"}, "MAX_BODY_BYTES"),
+    ({**REQUIRED, "MAX_BODY_BYTES": "1023"}, "MAX_BODY_BYTES"),
+    ({**REQUIRED, "MAX_BODY_BYTES": "33554433"}, "MAX_BODY_BYTES"),
 ])
 def test_invalid_setting_fails_naming_it(env: dict[str, str], setting: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
     assert caught.value.setting == setting
     assert str(caught.value).startswith(f"{setting}: ")
+
+
+def test_a_bound_is_written_as_a_person_writes_it() -> None:
+    with pytest.raises(ConfigError, match=r"^MAX_BODY_BYTES: must be between 1024 and 33554432, got 33554433$"):
+        Settings.from_env({**REQUIRED, "MAX_BODY_BYTES": "33554433"})

@@ -153,7 +153,7 @@ def test_up_and_down_leave_nothing_running(emulator_hosts: tuple[str, str], tmp_
             assert up.poll() is None, up.stdout.read().decode() if up.stdout else ""
             time.sleep(0.5)
         pids = [p["pid"] for p in json.loads(stack_file.read_text())["processes"].values()]
-        assert len(pids) == 6  # 2 ingresses, haproxy, 2 pipelines, traffic
+        assert len(pids) == 7  # 2 ingresses, haproxy, 2 pipelines, prometheus, traffic
         down = subprocess.run([sys.executable, "-m", "ops.cli", "down"], env=env, capture_output=True, text=True,
                               timeout=90)
         assert down.returncode == 0 and "supervisor" in down.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import subprocess
 import threading
 import time
@@ -23,7 +24,9 @@ def test_config_has_the_health_checks_retries_and_stats(tmp_path: Path) -> None:
     for line in ("option httpchk GET /readyz", "inter 500ms", "fall 2 rise 2", "retry-on all-retryable-errors",
                  "retries 3", "option redispatch", "option http-buffer-request", "balance roundrobin",
                  "bind 127.0.0.1:18080", "bind 127.0.0.1:18090", f"stats socket {tmp_path / 's.sock'}",
-                 "server us-central1 127.0.0.1:18081 check", "server europe-west1 127.0.0.1:18082 check"):
+                 "server us-central1 127.0.0.1:18081 check", "server europe-west1 127.0.0.1:18082 check",
+                 "option forwardfor", "source 127.0.0.2",
+                 "acl public_path path /webhooks/paynow /api/paynow/webhook /healthz /readyz"):
         assert line in text, line
     path = tmp_path / "haproxy.cfg"
     path.write_text(text)
@@ -53,13 +56,23 @@ def test_parse_stats_keeps_the_backends_servers() -> None:
     assert us.in_rotation and not eu.in_rotation and eu.check_down == 2
 
 
+SEEN: list[tuple[str, str, str, str | None]] = []  # (method, path, peer, X-Forwarded-For) the live backend got
+
+
 class _Backend(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # /readyz
+        SEEN.append(("GET", self.path, self.client_address[0], self._forwarded()))
         self._answer(200, b'{"status":"ready"}')
 
     def do_POST(self) -> None:
+        SEEN.append(("POST", self.path, self.client_address[0], self._forwarded()))
         self.rfile.read(int(self.headers["content-length"]))
         self._answer(202, b'{"status":"accepted","region":"europe-west1"}')
+
+    def _forwarded(self) -> str | None:
+        """All X-Forwarded-For lines as one list, as the ingress reads them (HAProxy adds a line of its own)."""
+        lines = self.headers.get_all("x-forwarded-for")
+        return ", ".join(lines) if lines else None
 
     def _answer(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -75,6 +88,7 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def lb(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """HAProxy in front of one live backend and one port where nothing listens (a killed region)."""
+    SEEN.clear()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     dead = haproxy.Server("us-central1", "127.0.0.1", free_port())
@@ -112,3 +126,45 @@ def test_posts_are_redispatched_past_a_dead_backend_and_it_is_marked_down(lb: tu
     assert states["europe-west1"].status == "UP" and states["europe-west1"].responses_2xx == 20
     haproxy.set_state(sock, "europe-west1", "maint")
     assert {s.name: s.status for s in haproxy.read_stats(sock)}["europe-west1"] == "MAINT"
+
+
+def raw_request(url: str, line: str, headers: str = "") -> int:
+    """Send one request byte for byte (no client-side normalisation of the path) and return the status."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"{line}\r\nHost: lb\r\n{headers}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+REFUSED = ["POST /admin/drain HTTP/1.1", "POST /admin/undrain HTTP/1.1", "GET /metrics HTTP/1.1",
+           "GET /metrics/ HTTP/1.1", "GET /metrics?format=prometheus HTTP/1.1", "POST /%61dmin/drain HTTP/1.1",
+           "POST //admin/drain HTTP/1.1", "POST /ADMIN/drain HTTP/1.1",
+           "POST /webhooks/paynow/../../admin/drain HTTP/1.1", "POST http://lb/admin/drain HTTP/1.1",
+           "GET /openapi.json HTTP/1.1"]
+
+
+def test_admin_and_metrics_are_not_forwarded_by_the_public_frontend(lb: tuple[str, Path]) -> None:
+    url, _ = lb
+    assert {line: raw_request(url, line) for line in REFUSED} == {line: 404 for line in REFUSED}
+    assert [s for s in SEEN if s[0] == "POST" or s[1] != "/readyz"] == []  # the backend saw none of them
+
+
+def test_public_paths_pass_and_the_backend_sees_the_client_in_forwarded_for(lb: tuple[str, Path]) -> None:
+    url, sock = lb
+    assert raw_request(url, "POST /webhooks/paynow HTTP/1.1", "X-Forwarded-For: 6.6.6.6\r\n") == 202
+    assert raw_request(url, "POST /api/paynow/webhook?x=1 HTTP/1.1") == 202
+    assert raw_request(url, "GET /readyz HTTP/1.1") == 200
+    forwarded = [s for s in SEEN if s[1] != "/readyz" or s[3] is not None]
+    assert [(m, p) for m, p, _, _ in forwarded] == [("POST", "/webhooks/paynow"), ("POST", "/api/paynow/webhook?x=1"),
+                                                    ("GET", "/readyz")]
+    # the real client appended after whatever the client wrote
+    assert [xff for _, _, _, xff in forwarded] == ["6.6.6.6, 127.0.0.1", "127.0.0.1", "127.0.0.1"]
+    deadline = time.monotonic() + 5  # health checks reach /readyz directly, not through the frontend
+    while not any(s[1] == "/readyz" and s[3] is None for s in SEEN) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(s[1] == "/readyz" and s[3] is None for s in SEEN)
+    assert {peer for _, _, peer, _ in SEEN} == {haproxy.SOURCE_ADDRESS}  # all from HAProxy's own source address
+    assert {s.name: s.status for s in haproxy.read_stats(sock)}["europe-west1"] == "UP"
