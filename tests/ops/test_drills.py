@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ops import cli, drills
+from ops import audit, cli, drills
 from ops.stack import Config, Stack, process_start_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
@@ -65,6 +65,10 @@ def test_happy(stack: Stack) -> None:
     assert result.passed
     assert _value(result, "failed webhooks (no 2xx after PayNow's retries)") == "0"
     assert int(_value(result, "webhooks sent")) >= 0.9 * 6 * RATE
+    # judged by the independent model (ops/load/ledger_model.py) fed the deliveries the log says were accepted
+    wallets = _value(result, f"audit: {audit.MODEL_WALLETS}")
+    assert wallets.split("/")[0] == wallets.split("/")[1] != "0"
+    assert result.figure(f"audit: {audit.MODEL_EXTRA}").ok and result.figure(f"audit: {audit.AGGREGATES}").ok
 
 
 def test_schema(stack: Stack) -> None:
@@ -137,6 +141,7 @@ def test_audit_of_everything_the_drills_sent(stack: Stack) -> None:
     assert _value(result, "audit: accepted events neither processed nor in the DLQ (lost)") == "0"
     assert int(_value(result, "traffic logs audited")) >= 7
     assert result.figure("planted drifts detected (scratch project)").value == "3/3"
+    assert result.figure(f"audit: {audit.MODEL_WALLETS}").ok and result.figure(f"audit: {audit.VERDICTS}").ok
 
 
 def test_up_and_down_leave_nothing_running(emulator_hosts: tuple[str, str], tmp_path: Path) -> None:
