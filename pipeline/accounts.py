@@ -1,4 +1,4 @@
-"""ResolveAccount: the user an event belongs to (envelope uid, else `paynowCustomers/{customerId}.uid`)."""
+"""ResolveAccount: the user a credit event belongs to (envelope uid, else `paynowCustomers/{customerId}.uid`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +10,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipeline.firestore_client import FirestoreConfig, WriteFailed, with_retries
+from pipeline.ledger import needs_uid, valid_id
 from pipeline.model import Event, reject
 from pipeline.observability import log
 
@@ -37,6 +38,17 @@ class CustomerCache:
         return uid
 
 
+def resolve_uid(customer: dict[str, Any], lookup: Callable[[str], str | None]) -> str | None:
+    """`customer.uid` (checkout.metadata.uid) if valid, else the mapped uid of a valid customer id, else None."""
+    if valid_id(customer.get("uid")):
+        return str(customer["uid"])
+    customer_id = customer.get("id")
+    if not valid_id(customer_id):
+        return None
+    uid = lookup(str(customer_id))
+    return uid if valid_id(uid) else None
+
+
 class _ResolveFn(beam.DoFn):
     def __init__(self, config: FirestoreConfig) -> None:
         self._config = config
@@ -46,15 +58,20 @@ class _ResolveFn(beam.DoFn):
         self._customers = CustomerCache(self._lookup, self._config.product_refresh_seconds)
 
     def _lookup(self, customer_id: str) -> str | None:
+        if not valid_id(customer_id):  # never build a path from an unvalidated string
+            return None
         ref = self._client.collection("paynowCustomers").document(customer_id)
         snap = with_retries(lambda: ref.get(timeout=10), self._config.max_write_attempts)
         uid = snap.get("uid") if snap.exists else None
-        return str(uid) if uid else None
+        return uid if valid_id(uid) else None  # a malformed mapping is no mapping
 
     def process(self, event: Event) -> Iterator[Any]:
-        customer = event.envelope["data"]["customer"]
+        if not needs_uid(event.envelope):  # reversals use their order's uid; ignored types need none
+            yield event
+            return
+        customer = event.envelope["data"].get("customer") or {}
         try:
-            uid = customer.get("uid") or self._customers.uid(customer["id"])
+            uid = resolve_uid(customer, self._customers.uid)
         except WriteFailed as exc:
             verdict, reason = "write_failed", f"customer lookup failed: {exc}"
         except Exception as exc:  # never let one element kill the job
@@ -62,9 +79,9 @@ class _ResolveFn(beam.DoFn):
             verdict, reason = "write_failed", f"customer lookup crashed: {exc!r}"[:500]
         else:
             if uid:
-                yield dataclasses.replace(event, uid=str(uid))
+                yield dataclasses.replace(event, uid=uid)
                 return
-            verdict, reason = "unmapped_customer", f"no paynowCustomers/{customer['id']} with a uid"
+            verdict, reason = "unmapped_customer", f"no valid uid for PayNow customer {customer.get('id')!r}"[:500]
         yield beam.pvalue.TaggedOutput(DLQ, reject(event, verdict, reason, STEP))
 
     def teardown(self) -> None:
@@ -72,7 +89,7 @@ class _ResolveFn(beam.DoFn):
 
 
 class ResolveAccount(beam.PTransform):
-    """Event -> (`resolved`: Event with uid, `dlq`: Rejected unmapped_customer / write_failed)."""
+    """Event -> (`resolved`: Event, uid set for orders and cycles; `dlq`: unmapped_customer / write_failed)."""
 
     def __init__(self, config: FirestoreConfig) -> None:
         super().__init__()

@@ -1,8 +1,9 @@
-"""ApplyToLedger: exactly-once Firestore commits (event doc + ledger entries + wallet Increment, atomically)."""
+"""ApplyToLedger: one atomic Firestore commit per event (event doc, order aggregate, key claims, entries, wallet)."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,21 @@ from google.cloud import firestore
 
 from pipeline import firestore_writes
 from pipeline.batching import BatchInBundle
-from pipeline.firestore_client import CONFLICT, FirestoreConfig, WriteFailed, with_retries
-from pipeline.ledger import EventWrites, InvalidEvent, Product, UnmappedProduct, event_document, plan_event
+from pipeline.firestore_client import CONFLICT, FirestoreConfig, WriteFailed, backoff, with_retries
+from pipeline.ledger import (
+    SUBSCRIPTION,
+    Decision,
+    InvalidEvent,
+    OrderAggregate,
+    Product,
+    UnmappedProduct,
+    acts_on_order,
+    decide,
+    event_class,
+    event_document,
+    order_id,
+    subscription_key,
+)
 from pipeline.model import Event, reject
 from pipeline.observability import RegionMetrics, log
 from schemas import ordering_key
@@ -27,9 +41,12 @@ MAX_WRITES_PER_COMMIT = 450  # Firestore allows 500; leave room
 EVENTS_PER_COMMIT = 50
 EVENTS_PER_BUNDLE_BATCH = 1000
 COMMIT_THREADS = 8
-RESOLVE_ROUNDS = 3
-STATUS_OUTCOME = {"applied": "applied", "recorded": "recorded", "duplicate_business_key": "duplicate",
-                  "duplicate": "duplicate"}
+RESOLVE_ROUNDS = 8
+READ_CHUNK = 300
+STATUS_OUTCOME = {"applied": "applied", "recorded": "recorded", "ignored": "ignored",
+                  "duplicate_business_key": "duplicate", "duplicate": "duplicate"}
+DLQ_VERDICT = {"write_failed": "write_failed", "unmapped_product": "unmapped_product",
+               "drop_malformed": "drop_malformed"}
 
 
 class ProductCatalog:
@@ -44,77 +61,112 @@ class ProductCatalog:
         self._clock = clock
         self._products: dict[str, Product] = {}
         self._loaded_at = -float("inf")
+        self._lock = threading.Lock()  # the commit threads decide again after a conflict
 
     def products(self, *, missing: bool = False) -> dict[str, Product]:
-        age = self._clock() - self._loaded_at
-        if age >= self._refresh or (missing and age >= self.MIN_RELOAD_GAP):
-            self._products = self._load()
-            self._loaded_at = self._clock()
-        return self._products
-
-
-@dataclass(frozen=True)
-class Planned:
-    event: Event
-    writes: EventWrites
+        with self._lock:
+            age = self._clock() - self._loaded_at
+            if age >= self._refresh or (missing and age >= self.MIN_RELOAD_GAP):
+                self._products = self._load()
+                self._loaded_at = self._clock()
+            return self._products
 
 
 @dataclass(frozen=True)
 class Applied:
-    """The fate of one planned event: a webhookEvents status, `duplicate` (doc existed) or `write_failed`."""
+    """The fate of one event: a webhookEvents status, `duplicate` (its doc existed) or a DLQ verdict."""
 
-    planned: Planned
+    event: Event
     status: str
     reason: str = ""
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A decided event and the version of its order aggregate the decision was made on (None: absent)."""
+
+    index: int
+    event: Event
+    decision: Decision
+    update_time: Any = None
 
 
 class LedgerWriter:
-    """Commits planned events: several per commit, commits in parallel, one by one when a precondition fails.
+    """Commits events: several per commit when they share no document, commits in parallel, then one by one
+    (re-read, decide again, commit) when a precondition fails.
 
-    Parallel commits are safe because the final state does not depend on the order of events (DESIGN §4).
+    Parallel commits are safe: every order-event commit is conditioned on the aggregate version it read, and
+    every entry on its key's claim, so a concurrent commit makes ours fail and be decided again (ledger spec).
     """
 
-    def __init__(self, client: firestore.Client, config: FirestoreConfig,
+    def __init__(self, client: firestore.Client, config: FirestoreConfig, catalog: ProductCatalog | None = None,
                  sleep: Callable[[float], None] = time.sleep, threads: int = COMMIT_THREADS) -> None:
         self._client = client
         self._config = config
         self._sleep = sleep
+        self._catalog = catalog or ProductCatalog(
+            lambda: with_retries(lambda: load_products(client), config.max_write_attempts, sleep),
+            config.product_refresh_seconds)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ledger-commit") if threads > 1 else None
+        self._root = f"projects/{config.project}/databases/{config.database}/documents"
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def _event_ref(self, event_id: str) -> Any:
-        return self._client.collection("webhookEvents").document(event_id)
+    # -- reading
 
-    def _entry_ref(self, uid: str, entry_id: str) -> Any:
-        return self._client.collection("users").document(uid).collection("ledger").document(entry_id)
+    def _get_all(self, paths: list[str]) -> dict[str, Any]:
+        """Snapshots by path, read in chunks (one RPC per chunk), with transient errors retried."""
+        found: dict[str, Any] = {}
+        for start in range(0, len(paths), READ_CHUNK):
+            refs = [self._client.document(p) for p in paths[start:start + READ_CHUNK]]
+            # retry=None: our own bounded, logged retries, not the client's silent ones
+            snaps = with_retries(lambda refs=refs: list(self._client.get_all(refs, timeout=10, retry=None)),
+                                 self._config.max_write_attempts, self._sleep)
+            found.update({s.reference.path: s for s in snaps})
+        return found
 
-    def _paths(self, p: Planned) -> set[str]:
-        return {f"webhookEvents/{p.writes.event_id}"} | {f"users/{p.writes.uid}/ledger/{e}" for e in p.writes.entries}
+    @staticmethod
+    def _aggregate(snap: Any) -> tuple[OrderAggregate | None, Any]:
+        if snap is None or not snap.exists:
+            return None, None
+        return OrderAggregate.from_doc(snap.to_dict() or {}), snap.update_time.timestamp_pb()
 
-    def _commit(self, items: list[tuple[Planned, list[str]]]) -> None:
-        """One atomic commit creating each event doc and the given entries, with one Increment per wallet."""
-        root = f"projects/{self._config.project}/databases/{self._config.database}/documents"
+    def _decide(self, event: Event, aggregate: OrderAggregate | None) -> Decision:
+        try:
+            return decide(event.envelope, self._catalog.products(), event.uid, aggregate)
+        except UnmappedProduct:  # a product added since the catalog was loaded: reload (rate-limited) once
+            return decide(event.envelope, self._catalog.products(missing=True), event.uid, aggregate)
+
+    # -- writing
+
+    def _commit(self, items: list[_Pending]) -> None:
+        """One atomic commit: each event doc, aggregate (conditioned), claims and entries; one Increment per wallet."""
+        root = self._root
         now = dt.datetime.now(dt.UTC)
         expires = now + dt.timedelta(days=self._config.event_ttl_days)
         deltas: dict[str, int] = {}
         writes = []
-        for p, entry_ids in items:
-            env = p.event.envelope
+        for p in items:
+            env, d = p.event.envelope, p.decision
             published = dt.datetime.fromtimestamp(p.event.message.publish_time_ms / 1000, dt.UTC)
-            doc = event_document(env, p.writes, entry_ids, ordering_key=ordering_key(env),
-                                 worker_region=self._config.region, published_at=published, processed_at=None,
-                                 expires_at=expires)
-            del doc["processedAt"]  # the commit's own time, set by the server
-            writes.append(firestore_writes.create(f"{root}/webhookEvents/{p.writes.event_id}", doc,
-                                                  ("processedAt",)))
-            for entry_id in entry_ids:
-                writes.append(firestore_writes.create(f"{root}/users/{p.writes.uid}/ledger/{entry_id}",
-                                                      p.writes.entries[entry_id], ("createdAt",)))
-            if entry_ids:
-                deltas[p.writes.uid] = deltas.get(p.writes.uid, 0) + p.writes.delta(entry_ids)
+            doc = event_document(env, d, ordering_key=ordering_key(env), worker_region=self._config.region,
+                                 published_at=published, expires_at=expires)
+            writes.append(firestore_writes.create(f"{root}/webhookEvents/{env['eventId']}", doc, ("processedAt",)))
+            if d.aggregate is not None:
+                writes.append(firestore_writes.replace_if_unchanged(
+                    f"{root}/orders/{d.order_id}", {"orderId": d.order_id, **d.aggregate.to_doc()}, p.update_time,
+                    ("updatedAt",)))
+            for key, entry in d.entries.items():
+                writes.append(firestore_writes.create(f"{root}/ledgerKeys/{key}",
+                                                      {"uid": d.uid, "eventId": env["eventId"],
+                                                       "amount": entry["amount"]}))
+                writes.append(firestore_writes.create(f"{root}/users/{d.uid}/ledger/{key}", entry, ("createdAt",)))
+            if d.entries:
+                assert d.uid is not None
+                deltas[d.uid] = deltas.get(d.uid, 0) + d.delta()
         for uid, delta in deltas.items():
             writes.append(firestore_writes.increment(f"{root}/users/{uid}/wallet/points",
                                                      {"paidBalance": delta, "promoBalance": 0}, ("updatedAt",)))
@@ -127,92 +179,125 @@ class LedgerWriter:
                                                     f"{self._config.database}", writes),
             metadata=self._client._rpc_metadata, timeout=10, retry=None)
 
-    def _waves(self, planned: list[Planned]) -> list[list[list[int]]]:
-        """Indexes of `planned` as waves of commit groups.
+    # -- scheduling
 
-        Events touching the same document (event id or business key) land in successive waves, in arrival
-        order, so the first to arrive is the one credited; groups within a wave share no document and run in
-        parallel.
-        """
-        waves: list[tuple[set[str], list[int]]] = []
-        for i, p in enumerate(planned):
-            mine = self._paths(p)
+    @staticmethod
+    def _paths(event: Event, cls: str) -> set[str]:
+        paths = {f"webhookEvents/{event.envelope['eventId']}"}
+        if acts_on_order(event.envelope, cls):
+            paths.add(f"orders/{order_id(event.envelope)}")
+        elif cls == SUBSCRIPTION:
+            paths.add(f"ledgerKeys/{subscription_key(event.envelope)}")
+        return paths
+
+    def _waves(self, work: list[tuple[int, Event, str]]) -> list[list[tuple[int, Event, str]]]:
+        """Events touching the same document (event id, order aggregate, subscription key) land in successive
+        waves, in arrival order; events within a wave share no document."""
+        waves: list[tuple[set[str], list[tuple[int, Event, str]]]] = []
+        for item in work:
+            mine = self._paths(item[1], item[2])
             target = 1 + max((w for w, (paths, _) in enumerate(waves) if paths & mine), default=-1)
             if target == len(waves):
                 waves.append((set(), []))
             waves[target][0].update(mine)
-            waves[target][1].append(i)
-        return [self._groups(planned, indexes) for _, indexes in waves]
+            waves[target][1].append(item)
+        return [items for _, items in waves]
 
-    def _groups(self, planned: list[Planned], indexes: list[int]) -> list[list[int]]:
+    @staticmethod
+    def _groups(pending: list[_Pending]) -> list[list[_Pending]]:
         """Commit groups of one wave, each user's events kept together so parallel commits never contend
         for the same wallet document."""
-        by_user: dict[str, list[int]] = {}
-        for i in indexes:
-            by_user.setdefault(planned[i].writes.uid, []).append(i)
-        groups: list[list[int]] = [[]]
+        by_user: dict[str, list[_Pending]] = {}
+        for p in pending:
+            by_user.setdefault(p.decision.uid or f"event:{p.event.envelope['eventId']}", []).append(p)
+        groups: list[list[_Pending]] = [[]]
         writes = 0
-        for user_indexes in by_user.values():
-            for i in user_indexes:
-                cost = len(self._paths(planned[i])) + 1  # + its wallet
+        for user_items in by_user.values():
+            for p in user_items:
+                cost = 3 + 2 * len(p.decision.entries)  # event doc, aggregate, wallet + claim and entry each
                 if groups[-1] and (writes + cost > MAX_WRITES_PER_COMMIT or len(groups[-1]) >= EVENTS_PER_COMMIT):
                     groups.append([])
                     writes = 0
-                groups[-1].append(i)
+                groups[-1].append(p)
                 writes += cost
-        return groups
+        return [g for g in groups if g]
 
-    def apply(self, planned: list[Planned]) -> list[Applied]:
-        """Apply every planned event exactly once; the results are in the order of `planned`."""
+    def apply(self, events: list[Event]) -> list[Applied]:
+        """Apply every event exactly once; the results are in the order of `events`."""
         results: dict[int, Applied] = {}
-        for groups in self._waves(planned):
-            def run(group: list[int]) -> list[Applied]:
-                return self._apply_group([planned[i] for i in group])
+        work = []
+        for i, event in enumerate(events):
+            try:
+                work.append((i, event, event_class(event.envelope)))
+            except InvalidEvent as exc:
+                results[i] = Applied(event, "drop_malformed", str(exc))
+        for wave in self._waves(work):
+            results.update(self._apply_wave(wave))
+        return [results[i] for i in range(len(events))]
 
-            done = map(run, groups) if self._pool is None or len(groups) == 1 else self._pool.map(run, groups)
-            for group, applied in zip(groups, done, strict=True):
-                results.update(zip(group, applied, strict=True))
-        return [results[i] for i in range(len(planned))]
-
-    def _apply_group(self, group: list[Planned]) -> list[Applied]:
-        if len(group) == 1:
-            return [self._apply_one(group[0])]
+    def _apply_wave(self, wave: list[tuple[int, Event, str]]) -> dict[int, Applied]:
+        results: dict[int, Applied] = {}
         try:
-            self._commit([(p, list(p.writes.entries)) for p in group])
-        except CONFLICT:
-            return [self._apply_one(p) for p in group]  # somebody's key exists: find whose
+            snaps = self._get_all([f"orders/{order_id(e.envelope)}" for _, e, cls in wave
+                                   if acts_on_order(e.envelope, cls)])
         except WriteFailed as exc:
-            return [Applied(p, "write_failed", str(exc)) for p in group]
-        return [Applied(p, "applied" if p.writes.entries else "recorded") for p in group]
+            return {i: Applied(e, "write_failed", str(exc)) for i, e, _ in wave}
+        pending = []
+        for i, event, cls in wave:
+            aggregate, update_time = (self._aggregate(snaps.get(f"orders/{order_id(event.envelope)}"))
+                                      if acts_on_order(event.envelope, cls) else (None, None))
+            try:
+                pending.append(_Pending(i, event, self._decide(event, aggregate), update_time))
+            except UnmappedProduct as exc:
+                results[i] = Applied(event, "unmapped_product", str(exc))
+            except InvalidEvent as exc:
+                results[i] = Applied(event, "drop_malformed", str(exc))
+            except WriteFailed as exc:  # the catalog could not be loaded
+                results[i] = Applied(event, "write_failed", f"catalog: {exc}")
+        groups = self._groups(pending)
+        done = (map(self._apply_group, groups) if self._pool is None or len(groups) == 1
+                else self._pool.map(self._apply_group, groups))
+        for applied in done:
+            results.update(applied)
+        return results
 
-    def _apply_one(self, p: Planned) -> Applied:
-        entry_ids = list(p.writes.entries)
+    def _apply_group(self, group: list[_Pending]) -> dict[int, Applied]:
         try:
-            for _ in range(RESOLVE_ROUNDS):
+            self._commit(group)
+        except CONFLICT:  # an exact duplicate, a claimed key or a concurrent change: sort them out one by one
+            return {p.index: self._apply_one(p.event) for p in group}
+        except WriteFailed as exc:
+            return {p.index: Applied(p.event, "write_failed", str(exc)) for p in group}
+        return {p.index: Applied(p.event, p.decision.status, p.decision.reason, p.decision) for p in group}
+
+    def _apply_one(self, event: Event) -> Applied:
+        """Re-read, decide again and commit until the commit holds (bounded, jittered) or the event is a duplicate."""
+        env = event.envelope
+        cls = event_class(env)
+        event_path = f"webhookEvents/{env['eventId']}"
+        order_path = f"orders/{order_id(env)}" if acts_on_order(env, cls) else None
+        claim_path = f"ledgerKeys/{subscription_key(env)}" if cls == SUBSCRIPTION else None
+        paths = [p for p in (event_path, order_path, claim_path) if p]
+        try:
+            for attempt in range(1, RESOLVE_ROUNDS + 1):
+                snaps = self._get_all(paths)
+                if snaps[event_path].exists:
+                    return Applied(event, "duplicate")
+                aggregate, update_time = self._aggregate(snaps.get(order_path)) if order_path else (None, None)
+                decision = self._decide(event, aggregate)
+                if claim_path and snaps[claim_path].exists:
+                    decision = decision.as_duplicate()
                 try:
-                    self._commit([(p, entry_ids)])
+                    self._commit([_Pending(0, event, decision, update_time)])
                 except CONFLICT:
-                    missing = self._missing_entries(p)
-                    if missing is None:
-                        return Applied(p, "duplicate")
-                    entry_ids = missing
+                    self._sleep(backoff(attempt, base=0.02))  # another worker changed the order: decide again
                     continue
-                status = "recorded" if not p.writes.entries else "applied" if entry_ids else "duplicate_business_key"
-                return Applied(p, status)
+                return Applied(event, decision.status, decision.reason, decision)
+        except UnmappedProduct as exc:
+            return Applied(event, "unmapped_product", str(exc))
         except WriteFailed as exc:
-            return Applied(p, "write_failed", str(exc))
-        return Applied(p, "write_failed", f"create precondition kept failing after {RESOLVE_ROUNDS} rounds")
-
-    def _missing_entries(self, p: Planned) -> list[str] | None:
-        """None if the event doc exists (a duplicate); else the entries not yet in the ledger."""
-        attempts = self._config.max_write_attempts
-        event_ref = self._event_ref(p.writes.event_id)
-        if with_retries(lambda: event_ref.get(timeout=10), attempts, self._sleep).exists:
-            return None
-        refs = [self._entry_ref(p.writes.uid, e) for e in p.writes.entries]
-        snaps = with_retries(lambda: list(self._client.get_all(refs, timeout=10)), attempts, self._sleep)
-        existing = {s.id for s in snaps if s.exists}
-        return [e for e in p.writes.entries if e not in existing]
+            return Applied(event, "write_failed", str(exc))
+        return Applied(event, "write_failed", f"preconditions kept failing after {RESOLVE_ROUNDS} rounds")
 
 
 def load_products(client: firestore.Client) -> dict[str, Product]:
@@ -233,48 +318,29 @@ class _ApplyFn(beam.DoFn):
     def setup(self) -> None:
         self._client = self._config.client()
         self._writer = LedgerWriter(self._client, self._config)
-        self._catalog = ProductCatalog(
-            lambda: with_retries(lambda: load_products(self._client), self._config.max_write_attempts),
-            self._config.product_refresh_seconds)
         self._metrics = RegionMetrics(self._config.region)
 
-    def _plan(self, event: Event) -> Planned:
-        assert event.uid, "ResolveAccount sets the uid"
-        try:
-            return Planned(event, plan_event(event.envelope, self._catalog.products(), event.uid))
-        except UnmappedProduct:
-            return Planned(event, plan_event(event.envelope, self._catalog.products(missing=True), event.uid))
-
     def process(self, batch: list[Event]) -> Iterator[Any]:
-        planned: list[Planned] = []
-        for event in batch:
-            try:
-                planned.append(self._plan(event))
-            except UnmappedProduct as exc:
-                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "unmapped_product", str(exc), STEP))
-            except InvalidEvent as exc:
-                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "drop_malformed", str(exc), STEP))
-            except Exception as exc:  # catalog unreachable, or a bug: dead-letter it, never kill the job
-                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "write_failed", f"planning failed: {exc!r}"[:500],
-                                                           STEP))
         try:
-            results = self._writer.apply(planned)
+            results = self._writer.apply(batch)
         except Exception as exc:  # unexpected; the idempotent commit makes a replay from the DLQ safe
             log(logging.ERROR, "ledger commit crashed", error=repr(exc)[:500])
-            results = [Applied(p, "write_failed", f"commit crashed: {exc!r}"[:500]) for p in planned]
+            results = [Applied(e, "write_failed", f"commit crashed: {exc!r}"[:500]) for e in batch]
         now = time.time()
         for result in results:
-            event = result.planned.event
-            if result.status == "write_failed":
-                yield beam.pvalue.TaggedOutput(DLQ, reject(event, "write_failed", result.reason, STEP))
+            event = result.event
+            if result.status in DLQ_VERDICT:
+                yield beam.pvalue.TaggedOutput(DLQ, reject(event, DLQ_VERDICT[result.status], result.reason[:500],
+                                                           STEP))
                 continue
             self._metrics.outcome(STATUS_OUTCOME[result.status])
             latency = now - event.message.publish_time_ms / 1000
             if result.status != "duplicate":
                 self._metrics.latency(latency)
             # latencyMs (publish -> commit) feeds the worker_processing_p95_by_region log metric (deploy/).
+            uid = result.decision.uid if result.decision else event.uid
             log(logging.DEBUG, "event committed", eventId=event.envelope["eventId"], status=result.status,
-                uid=event.uid, region=self._config.region, latencyMs=round(latency * 1000, 1))
+                uid=uid, region=self._config.region, latencyMs=round(latency * 1000, 1))
             yield event.message
 
     def teardown(self) -> None:
@@ -283,7 +349,7 @@ class _ApplyFn(beam.DoFn):
 
 
 class ApplyToLedger(beam.PTransform):
-    """Event (with uid) -> (`committed`: Message to acknowledge, `dlq`: Rejected)."""
+    """Event (with uid if a credit unit) -> (`committed`: Message to acknowledge, `dlq`: Rejected)."""
 
     def __init__(self, config: FirestoreConfig, events_per_batch: int = EVENTS_PER_BUNDLE_BATCH) -> None:
         super().__init__()

@@ -54,6 +54,21 @@ def create(name: str, fields: Mapping[str, Any], server_time: tuple[str, ...] = 
     return pb
 
 
+def replace_if_unchanged(name: str, fields: Mapping[str, Any], update_time: Any | None,
+                         server_time: tuple[str, ...] = ()) -> Any:
+    """Write `name` whole, only if it is still the version read: its `update_time` (a Timestamp proto), or
+    absent when `update_time` is None (fails with FailedPrecondition / AlreadyExists otherwise)."""
+    if update_time is None:
+        return create(name, fields, server_time)
+    pb = _Write(current_document=_Precondition(update_time=update_time))
+    pb.update.name = name
+    for key, value in fields.items():
+        _set(pb.update.fields[key], value)
+    for field in server_time:
+        pb.update_transforms.append(_Transform(field_path=field, set_to_server_value=_REQUEST_TIME))
+    return pb
+
+
 def increment(name: str, increments: Mapping[str, int], server_time: tuple[str, ...] = ()) -> Any:
     """Upsert `name` changing only the given counters (by Increment) and server-time fields."""
     pb = _Write(update=_Document(name=name), update_mask=_Mask())

@@ -23,6 +23,8 @@ def decode_message(message: Message, min_compatible: int) -> Event | Rejected:
         envelope = decode_envelope(message.data, min_compatible=min_compatible)
     except DecodeError as exc:
         return Rejected(message, exc.verdict, str(exc)[:500], STEP, source_region, event_id)
+    except Exception as exc:  # poison the codec did not foresee: a verdict, never a crash loop (DESIGN §3)
+        return Rejected(message, "drop_malformed", f"decoding crashed: {exc!r}"[:500], STEP, source_region, event_id)
     return Event(message, envelope)
 
 

@@ -1,21 +1,28 @@
-"""Pure ledger rules (DESIGN §4): one envelope + the product catalog + a uid -> the writes of that event."""
+"""Pure ledger rules (ledger spec, DESIGN §4): envelope + catalog + uid + order aggregate -> the writes of one event."""
 from __future__ import annotations
 
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas import Envelope
 
-ORDER_CREDIT = "ON_ORDER_COMPLETED"
-REVERSALS = frozenset({"ON_REFUND", "ON_CHARGEBACK"})
+ORDER = "ON_ORDER_COMPLETED"
+REFUND = "ON_REFUND"
+CHARGEBACK = "ON_CHARGEBACK"
+CHARGEBACK_CLOSED = "ON_CHARGEBACK_CLOSED"
+SUBSCRIPTION = "SUBSCRIPTION"
+IGNORED = "IGNORED"
 SUBSCRIPTION_CREDITS = frozenset({"ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED"})
-RECORDED_ONLY = frozenset({"ON_SUBSCRIPTION_CANCELED", "ON_SUBSCRIPTION_EXPIRED"})
-DELIVERY = "ON_DELIVERY_ITEM_ADDED"
+ORDER_CLASSES = frozenset({ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED})
+"""Event classes that act on the order aggregate `orders/{orderId}`."""
 SOURCE = "paynow"
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""A PayNow id or a uid usable as one Firestore path segment (the mapping's own pattern, checked again here)."""
+
+PURCHASE, REVERSAL, REINSTATEMENT, VOID = "purchase", "reversal", "reinstatement", "reinstatement-void"
 
 
 @dataclass(frozen=True)
@@ -33,143 +40,247 @@ class Product:
 
 
 class UnmappedProduct(LookupError):
-    """The event names a product the catalog does not know (or, for a credit, one that is inactive)."""
+    """The event names a product missing from the catalog (an inactive one is still priced)."""
 
-    def __init__(self, product_id: str, problem: str = "unknown") -> None:
-        super().__init__(f"product {product_id} is {problem}")
+    def __init__(self, product_id: str) -> None:
+        super().__init__(f"product {product_id} is not in the catalog")
         self.product_id = product_id
 
 
 class InvalidEvent(ValueError):
-    """An envelope that decodes but cannot be turned into ledger writes (e.g. an unreadable billing period)."""
+    """An envelope that decodes but cannot be applied (no order id, a pre-v4 cycle event without its cycle)."""
+
+
+def valid_id(value: object) -> bool:
+    """Whether `value` may become a Firestore path segment (a string of `ID_RE`)."""
+    return isinstance(value, str) and ID_RE.match(value) is not None
+
+
+def event_class(envelope: Envelope) -> str:
+    """ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED, SUBSCRIPTION or IGNORED; InvalidEvent if it cannot be applied."""
+    event_type = envelope["eventType"]
+    data = envelope["data"]
+    if event_type in ORDER_CLASSES:
+        if not valid_id(data.get("orderId")):
+            raise InvalidEvent(f"{event_type} without a valid order id")
+        return event_type
+    if event_type in SUBSCRIPTION_CREDITS:
+        sub = data.get("subscription")
+        if not sub or not valid_id(sub.get("id")):
+            raise InvalidEvent(f"{event_type} without a valid subscription id")
+        if sub.get("cycle") is None:
+            raise InvalidEvent(f"{event_type} has no billing_cycle_sequence (a pre-v4 envelope)")
+        return SUBSCRIPTION
+    return IGNORED
+
+
+def needs_uid(envelope: Envelope) -> bool:
+    """Only credit units (orders, subscription cycles) need a user; reversals use their order's."""
+    try:
+        return event_class(envelope) in (ORDER, SUBSCRIPTION)
+    except InvalidEvent:
+        return False  # ApplyToLedger dead-letters it as drop_malformed; no lookup first
+
+
+def acts_on_order(envelope: Envelope, cls: str) -> bool:
+    """Whether an event of class `cls` reads and may write its order aggregate (an ignored refund does not)."""
+    return cls in ORDER_CLASSES and (cls != REFUND or _refund_completed(envelope)[0])
+
+
+def order_id(envelope: Envelope) -> str | None:
+    """The order an ORDER/REFUND/CHARGEBACK(_CLOSED) event acts on."""
+    value = envelope["data"].get("orderId")
+    return str(value) if value else None
+
+
+def subscription_key(envelope: Envelope) -> str:
+    sub = envelope["data"]["subscription"]
+    return f"subscription:{sub['id']}:{int(sub['cycle'])}"
+
+
+def order_key(kind: str, order: str) -> str:
+    return f"{kind}:{order}"
 
 
 @dataclass(frozen=True)
-class EventWrites:
-    """Everything one event writes: ledger entries keyed by business key, and its status if all are new."""
+class OrderAggregate:
+    """`orders/{orderId}`: what has been seen of an order and which of its entries were written."""
 
-    event_id: str
-    event_type: str
-    uid: str
+    uid: str | None = None
+    amount: int | None = None
+    purchased: bool = False
+    reversal_cause: bool = False
+    refunded: bool = False
+    won: bool = False
+    entries: tuple[str, ...] = ()
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> OrderAggregate:
+        amount = doc.get("amount")
+        return cls(uid=doc.get("uid"), amount=None if amount is None else int(amount),
+                   purchased=bool(doc.get("purchased")), reversal_cause=bool(doc.get("reversalCause")),
+                   refunded=bool(doc.get("refunded")), won=bool(doc.get("won")),
+                   entries=tuple(doc.get("entries") or ()))
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored fields (`updatedAt` is the commit's server time, set by the sink)."""
+        return {"uid": self.uid, "amount": self.amount, "purchased": self.purchased,
+                "reversalCause": self.reversal_cause, "refunded": self.refunded, "won": self.won,
+                "entries": list(self.entries)}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one event writes.
+
+    status: applied (>= 1 entry), recorded (aggregate changed, no entry), ignored (+reason) or
+    duplicate_business_key (nothing new). `aggregate` is the new `orders/{orderId}` to write (None: no write),
+    `entries` the new ledger entries by key, all for `uid`.
+    """
+
+    status: str
+    uid: str | None = None
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order_id: str | None = None
+    aggregate: OrderAggregate | None = None
+    reason: str = ""
 
-    def delta(self, entry_ids: list[str] | None = None) -> int:
-        """The wallet change for the given entries (all of them by default)."""
-        ids = self.entries if entry_ids is None else entry_ids
-        return sum(int(self.entries[i]["amount"]) for i in ids)
+    def delta(self) -> int:
+        return sum(int(e["amount"]) for e in self.entries.values())
 
-
-def billing_period(period_start: str | None) -> str:
-    """The YYYY-MM-DD date of a billing period start (ISO-8601 text or epoch seconds/milliseconds), in UTC."""
-    if period_start is None or not str(period_start).strip():
-        raise InvalidEvent("subscription.periodStart is missing")
-    text = str(period_start).strip()
-    if text.isdigit():
-        seconds = int(text) / 1000 if len(text) > 11 else int(text)
-        return dt.datetime.fromtimestamp(seconds, dt.UTC).date().isoformat()
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        if _DATE_RE.match(text):
-            return text[:10]
-        raise InvalidEvent(f"subscription.periodStart {text[:40]!r} is not a date") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC)
-    return parsed.date().isoformat()
+    def as_duplicate(self) -> Decision:
+        """A subscription cycle whose key is already claimed: only its event doc is written."""
+        return replace(self, status="duplicate_business_key", entries={})
 
 
-def _points(products: Mapping[str, Product], product_id: str, *, credit: bool) -> int:
+def _points(products: Mapping[str, Product], product_id: str) -> int:
     product = products.get(product_id)
     if product is None:
         raise UnmappedProduct(product_id)
-    # A retired product is never credited, but a sale made while it was active can still be reversed.
-    if credit and not product.active:
-        raise UnmappedProduct(product_id, "inactive")
-    return product.points
+    return product.points  # a retired (inactive) product is still credited: PayNow sold it
 
 
-def _entry(envelope: Envelope, amount: int, kind: str, **ids: str | None) -> dict[str, Any]:
+def order_amount(envelope: Envelope, products: Mapping[str, Product]) -> tuple[int, list[dict[str, Any]]]:
+    """A = sum of points * quantity over the lines that are not a subscription's, and those lines' detail."""
+    lines = []
+    for line in envelope["data"].get("lines") or []:
+        if line.get("subscriptionId"):
+            continue  # its subscription's cycle events credit it
+        quantity = int(line["quantity"])
+        if quantity < 1:
+            raise InvalidEvent(f"order line {line.get('lineId')} has quantity {quantity}")
+        lines.append({"productId": line["productId"], "quantity": quantity,
+                      "points": _points(products, line["productId"])})
+    return sum(x["points"] * x["quantity"] for x in lines), lines
+
+
+def _entry(envelope: Envelope, amount: int, kind: str, **extra: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"amount": amount, "kind": kind, "source": SOURCE, "eventId": envelope["eventId"],
                              "eventType": envelope["eventType"], "region": envelope.get("region") or "unknown"}
-    entry.update({k: v for k, v in ids.items() if v is not None})
+    entry.update({k: v for k, v in extra.items() if v is not None})
     return entry
 
 
-def _order_entries(envelope: Envelope, products: Mapping[str, Product], *, reversal: bool) -> dict[str, Any]:
-    data = envelope["data"]
-    order_id = data.get("orderId")
-    if not order_id:
-        raise InvalidEvent(f"{envelope['eventType']} without an order id")
-    prefix, kind, sign = ("reversal", "reversal", -1) if reversal else ("purchase", "purchase", 1)
+def _ignored(reason: str) -> Decision:
+    return Decision("ignored", reason=reason)
+
+
+def _refund_completed(envelope: Envelope) -> tuple[bool, str | None]:
+    refund = envelope["data"].get("refund")
+    if refund is None:  # a pre-v4 refund: the old contract's refunds were completed ones
+        return True, None
+    status = refund.get("status")
+    return status == "completed", status
+
+
+def decide(envelope: Envelope, products: Mapping[str, Product], uid: str | None,
+           aggregate: OrderAggregate | None) -> Decision:
+    """The writes of one event given the current order aggregate (None if `orders/{orderId}` does not exist).
+
+    Raises UnmappedProduct (a purchase priced for the first time names a product missing from the catalog) or
+    InvalidEvent. Never touches Firestore. For a subscription cycle the decision assumes its key is unclaimed;
+    the sink turns it into `as_duplicate()` when the claim exists.
+    """
+    cls = event_class(envelope)
+    if cls == IGNORED:
+        return _ignored(f"{envelope['eventType']} has no ledger effect")
+    if cls == SUBSCRIPTION:
+        if not valid_id(uid):
+            raise InvalidEvent("a subscription cycle needs a resolved uid")
+        sub = envelope["data"]["subscription"]
+        key = subscription_key(envelope)
+        entry = _entry(envelope, _points(products, sub["productId"]), "subscription", subscriptionId=sub["id"],
+                       cycle=int(sub["cycle"]))
+        return Decision("applied", uid=uid, entries={key: entry})
+    if cls == REFUND:
+        completed, status = _refund_completed(envelope)
+        if not completed:
+            return _ignored(f"refund status {status!r} is not completed")
+    return _order_decision(cls, envelope, products, uid, aggregate)
+
+
+def _order_decision(cls: str, envelope: Envelope, products: Mapping[str, Product], uid: str | None,
+                    aggregate: OrderAggregate | None) -> Decision:
+    order = str(envelope["data"]["orderId"])
+    old = aggregate or OrderAggregate()
+    new = old
+    lines: list[dict[str, Any]] = []
+    if cls == ORDER and not old.purchased:
+        if not valid_id(uid):
+            raise InvalidEvent("an order needs a resolved uid")
+        amount, lines = order_amount(envelope, products)  # priced once, here; never again
+        new = replace(new, purchased=True, uid=uid, amount=amount)
+    elif cls == REFUND:
+        new = replace(new, reversal_cause=True, refunded=True)
+    elif cls == CHARGEBACK:
+        new = replace(new, reversal_cause=True)
+    elif cls == CHARGEBACK_CLOSED:
+        chargeback = envelope["data"].get("chargeback") or {}
+        new = replace(new, reversal_cause=True, won=new.won or chargeback.get("chargebackStatus") == "won")
+    due = _due_entries(new)
+    new = replace(new, entries=new.entries + tuple(order_key(kind, order) for kind, _ in due))
     entries = {}
-    for index, line in enumerate(data.get("lines") or []):
-        amount = sign * _points(products, line["productId"], credit=not reversal) * int(line["quantity"])
-        entries[f"{prefix}:{order_id}:{index}"] = _entry(envelope, amount, kind, orderId=order_id,
-                                                          productId=line["productId"])
-    if not entries:
-        raise InvalidEvent(f"{envelope['eventType']} for order {order_id} has no lines")
-    return entries
+    for kind, amount in due:
+        extra: dict[str, Any] = {"orderId": order}
+        if kind == PURCHASE:
+            extra["lines"] = lines
+        entries[order_key(kind, order)] = _entry(envelope, amount, kind, **extra)
+    if new == old and aggregate is not None:
+        return Decision("duplicate_business_key", uid=old.uid, order_id=order)
+    status = "applied" if entries else "recorded"
+    return Decision(status, uid=new.uid, entries=entries, order_id=order, aggregate=new)
 
 
-def _subscription_entries(envelope: Envelope, products: Mapping[str, Product]) -> dict[str, Any]:
-    sub = envelope["data"].get("subscription")
-    if not sub:
-        raise InvalidEvent(f"{envelope['eventType']} without a subscription")
-    period = billing_period(sub.get("periodStart"))
-    amount = _points(products, sub["productId"], credit=True)
-    return {f"subscription:{sub['id']}:{period}": _entry(envelope, amount, "subscription", subscriptionId=sub["id"],
-                                                          productId=sub["productId"])}
+def _due_entries(agg: OrderAggregate) -> list[tuple[str, int]]:
+    """The entries the flags call for that are not yet written; none of amount 0 (an order of subscriptions)."""
+    if not agg.purchased or not agg.amount:
+        return []
+    amount = agg.amount
+    written = {key.rsplit(":", 1)[0] for key in agg.entries}
+    due = []
+    if PURCHASE not in written:
+        due.append((PURCHASE, amount))
+    if agg.reversal_cause and REVERSAL not in written:
+        due.append((REVERSAL, -amount))
+    if agg.reversal_cause and agg.won and not agg.refunded and REINSTATEMENT not in written:
+        due.append((REINSTATEMENT, amount))
+    if REINSTATEMENT in written and agg.refunded and VOID not in written:
+        due.append((VOID, -amount))  # a refund after the reinstatement: the store gave the money back
+    return due
 
 
-def _delivery_entries(envelope: Envelope, products: Mapping[str, Product]) -> dict[str, Any]:
-    item = envelope["data"].get("deliveryItem")
-    if not item:
-        raise InvalidEvent("ON_DELIVERY_ITEM_ADDED without a delivery item")
-    if item.get("orderId"):
-        return {}  # the order credits it: recorded only
-    amount = _points(products, item["productId"], credit=True) * int(item["quantity"])
-    return {f"delivery:{item['id']}": _entry(envelope, amount, "delivery", productId=item["productId"])}
-
-
-def plan_event(envelope: Envelope, products: Mapping[str, Product], uid: str) -> EventWrites:
-    """The ledger entries one event creates if none of its business keys exist yet.
-
-    Raises UnmappedProduct or InvalidEvent; never touches Firestore.
-    """
-    event_type = envelope["eventType"]
-    if event_type == ORDER_CREDIT:
-        entries = _order_entries(envelope, products, reversal=False)
-    elif event_type in REVERSALS:
-        entries = _order_entries(envelope, products, reversal=True)
-    elif event_type in SUBSCRIPTION_CREDITS:
-        entries = _subscription_entries(envelope, products)
-    elif event_type == DELIVERY:
-        entries = _delivery_entries(envelope, products)
-    elif event_type in RECORDED_ONLY:
-        entries = {}
-    else:
-        raise InvalidEvent(f"unknown event type {event_type!r}")
-    return EventWrites(envelope["eventId"], event_type, uid, entries)
-
-
-def event_document(envelope: Envelope, writes: EventWrites, entry_ids: list[str], *, ordering_key: str,
-                   worker_region: str, published_at: dt.datetime, processed_at: Any,
-                   expires_at: dt.datetime) -> dict[str, Any]:
-    """The `webhookEvents/{eventId}` document for the entries this commit creates.
-
-    Status: `recorded` (nothing to credit), `applied` (at least one new entry), or `duplicate_business_key`
-    (every entry already existed under another event id).
-    """
-    if not writes.entries:
-        status = "recorded"
-    elif entry_ids:
-        status = "applied"
-    else:
-        status = "duplicate_business_key"
-    return {
-        "eventId": writes.event_id, "eventType": writes.event_type, "region": envelope.get("region") or "unknown",
-        "workerRegion": worker_region, "status": status, "uid": writes.uid, "orderingKey": ordering_key,
-        "entryIds": list(entry_ids), "publishedAt": published_at, "processedAt": processed_at,
-        "expiresAt": expires_at,
+def event_document(envelope: Envelope, decision: Decision, *, ordering_key: str, worker_region: str,
+                   published_at: dt.datetime, expires_at: dt.datetime) -> dict[str, Any]:
+    """The `webhookEvents/{eventId}` document (`processedAt` is the commit's server time, set by the sink)."""
+    doc: dict[str, Any] = {
+        "eventId": envelope["eventId"], "eventType": envelope["eventType"],
+        "region": envelope.get("region") or "unknown", "workerRegion": worker_region, "status": decision.status,
+        "uid": decision.uid, "orderingKey": ordering_key, "entryIds": list(decision.entries),
+        "publishedAt": published_at, "expiresAt": expires_at,
         "receivedAt": dt.datetime.fromtimestamp(int(envelope["timestamp"]) / 1000, dt.UTC),
     }
+    if decision.order_id:
+        doc["orderId"] = decision.order_id
+    if decision.reason:
+        doc["reason"] = decision.reason
+    return doc

@@ -17,7 +17,7 @@ _PROCESSING = prometheus_client.Histogram(
     "paynow_worker_processing_seconds", "Pub/Sub publish to Firestore commit, per event", ["region"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=_REGISTRY)
 _EVENTS = prometheus_client.Counter(
-    "paynow_pipeline_events", "Events by final outcome (applied|duplicate|recorded|dlq)", ["region", "outcome"],
+    "paynow_pipeline_events", "Events by final outcome (applied|duplicate|recorded|ignored|dlq)", ["region", "outcome"],
     registry=_REGISTRY)
 _DLQ = prometheus_client.Counter("paynow_dlq", "Dead letters by verdict", ["region", "verdict"], registry=_REGISTRY)
 _SCHEMAS = prometheus_client.Counter(

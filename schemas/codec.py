@@ -125,7 +125,7 @@ def _resolver(version: int) -> tuple[dict[str, Any], dict[str, Any]]:
 def _legacy_json_version(data: bytes) -> int | None:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # poison on the topic is malformed, not a crash
         return None
     version = doc.get("version") if isinstance(doc, dict) else None
     return version if isinstance(version, int) else None

@@ -2,7 +2,6 @@
 emulator -> streaming pipeline (DirectRunner) -> Firestore emulator, plus a v1 message to the DLQ."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ from ops.emulators import free_port
 from ops.signing import signed_headers
 from ops.stack import Process
 from ops.topology import Topology
-from schemas import encode_legacy
+from schemas import deliveries, encode_legacy
 
 SECRET = "whsec_end_to_end"
 REGION = "europe-west1"
@@ -71,11 +70,16 @@ def _ok(url: str) -> bool:
 
 
 def order_body(event_id: str) -> bytes:
-    return json.dumps({"id": event_id, "event_type": "ON_ORDER_COMPLETED", "data": {"order": {
-        "id": "order-e2e", "pretty_id": "PN-1",
-        "customer": {"id": "cust-e2e", "email": "e2e@example.com", "metadata": {"uid": UID}},
-        "lines": [{"product_id": "458255787102310400", "quantity": 2, "price": "9.99"},
-                  {"product_id": "459935272365195264", "quantity": 1, "price": "1.99"}]}}}).encode()
+    """PayNow's real ON_ORDER_COMPLETED delivery: 2 x 150 points + 1 x 20 points, and a subscription's line."""
+    lines = [deliveries.order_line("line-1", "458255787102310400", 2),
+             deliveries.order_line("line-2", "459935272365195264", 1),
+             deliveries.order_line("line-3", "458253675014389760", 1, subscription_id="sub-e2e")]
+    return deliveries.encode(deliveries.order_completed(event_id, "order-e2e", "cust-e2e", lines, uid=UID))
+
+
+def refund_body(event_id: str, status: str) -> bytes:
+    """PayNow's ON_REFUND of the order's payment: no customer, no lines."""
+    return deliveries.encode(deliveries.refund(event_id, f"refund-{event_id}", "order-e2e", status))
 
 
 def post(url: str, body: bytes) -> httpx.Response:
@@ -101,18 +105,21 @@ def test_signed_webhook_becomes_exactly_one_credit_and_v1_goes_to_the_dlq(
     expected = 2 * 150 + 20
     assert wallet_ref.get().to_dict()["paidBalance"] == expected
     ledger = {doc.id: doc.to_dict() for doc in db.collection(f"users/{UID}/ledger").stream()}
-    assert set(ledger) == {"purchase:order-e2e:0", "purchase:order-e2e:1"}
-    assert sum(entry["amount"] for entry in ledger.values()) == expected
+    assert set(ledger) == {"purchase:order-e2e"} and ledger["purchase:order-e2e"]["amount"] == expected
+    assert db.document("ledgerKeys/purchase:order-e2e").get().to_dict() == {"uid": UID, "eventId": "evt-e2e-1",
+                                                                            "amount": expected}
 
     # The same webhook again (PayNow re-sends) and the same purchase under another event id: no new credit.
     assert post(url, body).status_code in (200, 202)
     assert post(url, order_body("evt-e2e-2")).status_code == 202
     second = db.collection("webhookEvents").document("evt-e2e-2")
-    assert wait_for(lambda: second.get().to_dict(), "webhookEvents/evt-e2e-2", 60, logs)["status"] != "applied"
+    assert wait_for(lambda: second.get().to_dict(), "webhookEvents/evt-e2e-2", 60, logs)["status"] == \
+        "duplicate_business_key"
 
     # A v1 message published straight onto the topic goes to the DLQ with its verdict.
     publisher = pubsub_v1.PublisherClient()
-    v1 = encode_legacy(1, {"version": 1, "eventId": "evt-v1", "eventType": "ON_ORDER_COMPLETED", "payloadJson": "{}"})
+    v1 = encode_legacy(1, {"version": 1, "eventId": "evt-v1", "eventType": "ON_ORDER_COMPLETED",
+                           "payloadJson": "{}"})
     publisher.publish(topology.topic, v1, eventId="evt-v1", version="1").result(timeout=30)
     subscriber = pubsub_v1.SubscriberClient()
     try:
@@ -127,4 +134,21 @@ def test_signed_webhook_becomes_exactly_one_credit_and_v1_goes_to_the_dlq(
     assert attributes["eventId"] == "evt-v1"
 
     assert wallet_ref.get().to_dict()["paidBalance"] == expected
-    assert len(list(db.collection(f"users/{UID}/ledger").stream())) == 2
+    assert len(list(db.collection(f"users/{UID}/ledger").stream())) == 1
+
+    # A refund still processing changes nothing; the completed one reverses the stored amount, once.
+    assert post(url, refund_body("evt-refund-1", "processing")).status_code == 202
+    assert post(url, refund_body("evt-refund-2", "completed")).status_code == 202
+    assert post(url, refund_body("evt-refund-3", "completed")).status_code == 202
+    statuses = wait_for(lambda: _statuses(db, "evt-refund-1", "evt-refund-2", "evt-refund-3"), "the refunds", 60,
+                        logs)
+    assert statuses[0] == "ignored" and sorted(statuses[1:]) == ["applied", "duplicate_business_key"]
+    assert wallet_ref.get().to_dict()["paidBalance"] == 0
+    order = db.document("orders/order-e2e").get().to_dict()
+    assert order["uid"] == UID and order["amount"] == expected and order["refunded"] is True
+    assert order["entries"] == ["purchase:order-e2e", "reversal:order-e2e"]
+
+
+def _statuses(db: firestore.Client, *event_ids: str) -> list[str] | None:
+    snaps = [db.document(f"webhookEvents/{e}").get() for e in event_ids]
+    return [s.get("status") for s in snaps] if all(s.exists for s in snaps) else None

@@ -82,13 +82,13 @@ class LedgerModel:
         return self.customers.get(str((body.get("customer") or {}).get("id")))
 
     def _order_completed(self, event_id: str, body: Mapping[str, Any]) -> None:
+        uid = self._uid(body)
+        if uid is None:  # even a re-send of a credited order: an event nobody can attribute is dead-lettered
+            self._unmapped[event_id] = "unmapped_customer"
+            return
         order = self._orders.setdefault(body["id"], _Order())
         if order.purchased:
             return  # a re-send under another event id: priced and credited once
-        uid = self._uid(body)
-        if uid is None:
-            self._unmapped[event_id] = "unmapped_customer"
-            return
         credited = [line for line in body["lines"] if line.get("subscription_id") is None]
         missing = [line["product_id"] for line in credited if line["product_id"] not in self.catalog]
         if missing:
@@ -100,11 +100,11 @@ class LedgerModel:
 
     def _cycle(self, event_id: str, body: Mapping[str, Any]) -> None:
         key = f"subscription:{body['id']}:{body['billing_cycle_sequence']}"
-        if key in self._cycles:
-            return
         uid = self._uid(body)
         if uid is None:
             self._unmapped[event_id] = "unmapped_customer"
+        elif key in self._cycles:
+            return
         elif body["product_id"] not in self.catalog:
             self._unmapped[event_id] = "unmapped_product"
         else:

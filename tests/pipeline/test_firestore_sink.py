@@ -1,7 +1,8 @@
-"""LedgerWriter on the real Firestore emulator: atomic, batched, exactly-once under any repetition."""
+"""LedgerWriter on the real Firestore emulator: atomic, batched, exactly-once, and right under concurrent workers."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import pytest
@@ -10,24 +11,45 @@ from google.cloud import firestore
 
 from ops.topology import Topology
 from pipeline.firestore_client import FirestoreConfig
-from pipeline.firestore_sink import LedgerWriter, Planned, ProductCatalog, load_products
-from pipeline.ledger import Product, plan_event
+from pipeline.firestore_sink import LedgerWriter, ProductCatalog, load_products
+from pipeline.ledger import Product
 from pipeline.model import Event
 from tests.pipeline import factories as f
+from tests.pipeline.ledger_checks import check_invariants, read_state
 
-CATALOG = {pid: Product(points) for pid, points in f.POINTS.items()}
+
+def event(delivery: dict[str, Any], uid: str | None = "u1") -> Event:
+    """An event as ResolveAccount hands it over: a uid only for orders and cycles."""
+    env = f.envelope(delivery)
+    needs = env["eventType"] in ("ON_ORDER_COMPLETED", "ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED")
+    return Event(f.message(delivery), env, uid if needs else None)
 
 
-def planned(payload: dict[str, Any], uid: str = "u1") -> Planned:
-    message = f.message(payload)
-    env = f.envelope(payload)
-    return Planned(Event(message, env, uid), plan_event(env, CATALOG, uid))
+def config(topology: Topology) -> FirestoreConfig:
+    return FirestoreConfig(topology.project, region="us-central1", max_write_attempts=3)
 
 
 @pytest.fixture
 def writer(firestore_db: firestore.Client, topology: Topology) -> LedgerWriter:
-    return LedgerWriter(firestore_db, FirestoreConfig(topology.project, region="us-central1", max_write_attempts=3),
-                        sleep=lambda _: None)
+    return LedgerWriter(firestore_db, config(topology), sleep=lambda _: None)
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The document names each commit that reached Firestore wrote."""
+    sent: list[list[str]] = []
+    real_send = LedgerWriter._send
+
+    def send(self: LedgerWriter, writes: list[Any]) -> None:
+        real_send(self, writes)
+        sent.append([w.update.name.split("/documents/")[1] if w.update.name else "" for w in writes])
+
+    monkeypatch.setattr(LedgerWriter, "_send", send)
+    return sent
+
+
+def statuses(results: list) -> list[str]:
+    return [r.status for r in results]
 
 
 def wallet(db: firestore.Client, uid: str) -> int | None:
@@ -35,79 +57,151 @@ def wallet(db: firestore.Client, uid: str) -> int | None:
     return snap.get("paidBalance") if snap.exists else None
 
 
-def ledger(db: firestore.Client, uid: str) -> dict[str, int]:
-    return {d.id: d.get("amount") for d in db.collection(f"users/{uid}/ledger").stream()}
-
-
-def statuses(results: list) -> list[str]:
-    return [r.status for r in results]
-
-
-def test_a_batch_of_events_for_several_users_commits_once(writer: LedgerWriter, firestore_db: firestore.Client,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    commits = []
-    real_send = LedgerWriter._send
-    monkeypatch.setattr(LedgerWriter, "_send", lambda self, writes: commits.append(1) or real_send(self, writes))
-    events = [planned(f.order("e1", "o1", [(f.P20, 2), (f.P50, 1)])), planned(f.order("e2", "o2", [(f.P500, 1)])),
-              planned(f.order("e3", "o3", [(f.P150, 1)], uid="u2"), "u2"),
-              planned(f.subscription("e4", "ON_SUBSCRIPTION_CANCELED", "s1", f.BASIC_MONTHLY, None))]
-    assert statuses(writer.apply(events)) == ["applied", "applied", "applied", "recorded"]
-    assert len(commits) == 1
-    assert wallet(firestore_db, "u1") == 590 and wallet(firestore_db, "u2") == 150
-    assert ledger(firestore_db, "u1") == {"purchase:o1:0": 40, "purchase:o1:1": 50, "purchase:o2:0": 500}
-    doc = firestore_db.document("webhookEvents/e1").get().to_dict()
-    assert doc["status"] == "applied" and doc["entryIds"] == ["purchase:o1:0", "purchase:o1:1"]
-    assert doc["workerRegion"] == "us-central1" and doc["region"] == "us-central1"
-    assert doc["processedAt"] >= doc["publishedAt"] and doc["expiresAt"] > doc["processedAt"]
-    assert firestore_db.document("webhookEvents/e4").get().get("status") == "recorded"
-    assert firestore_db.document("users/u1/wallet/points").get().get("promoBalance") == 0
-    assert isinstance(firestore_db.document("users/u1/wallet/points").get().get("updatedAt"), dt.datetime)
-    entry = firestore_db.document("users/u1/ledger/purchase:o1:1").get().to_dict()
-    assert isinstance(entry.pop("createdAt"), dt.datetime)
-    assert entry == {"amount": 50, "kind": "purchase", "source": "paynow", "eventId": "e1",
-                     "eventType": "ON_ORDER_COMPLETED", "region": "us-central1", "orderId": "o1", "productId": f.P50}
-    assert isinstance(doc["receivedAt"], dt.datetime) and doc["uid"] == "u1" and doc["orderingKey"] == "uid:u1"
-
-
-def test_repeated_event_is_a_duplicate_in_the_same_call_and_later(writer: LedgerWriter,
-                                                                  firestore_db: firestore.Client) -> None:
-    event = planned(f.order("e1", "o1", [(f.P20, 1)]))
-    assert statuses(writer.apply([event, event])) == ["applied", "duplicate"]
-    assert statuses(writer.apply([event])) == ["duplicate"]
-    assert wallet(firestore_db, "u1") == 20 and ledger(firestore_db, "u1") == {"purchase:o1:0": 20}
-
-
-def test_a_failing_precondition_in_a_batch_falls_back_to_one_by_one(writer: LedgerWriter,
-                                                                    firestore_db: firestore.Client) -> None:
-    writer.apply([planned(f.order("e2", "o2", [(f.P50, 1)]))])
-    batch = [planned(f.order("e1", "o1", [(f.P20, 1)])), planned(f.order("e2", "o2", [(f.P50, 1)])),
-             planned(f.order("e3", "o3", [(f.P150, 1)]))]
-    assert statuses(writer.apply(batch)) == ["applied", "duplicate", "applied"]
-    assert wallet(firestore_db, "u1") == 220 == sum(ledger(firestore_db, "u1").values())
-
-
-def test_business_keys_credit_once_across_event_ids(writer: LedgerWriter, firestore_db: firestore.Client) -> None:
+def test_every_event_class_in_one_batch(writer: LedgerWriter, firestore_db: firestore.Client,
+                                        commits: list[list[str]]) -> None:
     results = writer.apply([
-        planned(f.order("p1", "o1", [(f.P20, 1)])),
-        planned(f.order("r1", "o1", [(f.P20, 1)], event_type="ON_REFUND")),
-        planned(f.order("c1", "o1", [(f.P20, 1)], event_type="ON_CHARGEBACK")),
-        planned(f.subscription("a1", "ON_SUBSCRIPTION_ACTIVATED", "s1", f.BASIC_MONTHLY, "2026-01-01")),
-        planned(f.subscription("n1", "ON_SUBSCRIPTION_RENEWED", "s1", f.BASIC_MONTHLY, "2026-01-01T00:00:00Z")),
+        event(f.order("e1", "o1", [(f.P20, 2), (f.P50, 1), (f.BASIC_MONTHLY, 1, "s1")])),
+        event(f.order("e2", "o2", [(f.P150, 1)], uid="u2"), "u2"),
+        event(f.refund("r3", "o3")),  # before its order
+        event(f.refund("r4", "o2", "processing")),
+        event(f.chargeback("c5", "o5")),
+        event(f.chargeback("c6", "o6", "won", closed=True)),
+        event(f.cycle("s1", "sub1", f.BASIC_MONTHLY, 1)),
+        event(f.cycle("s2", "sub1", f.BASIC_MONTHLY, 2)),
+        event(f.no_effect("ON_PAYMENT_COMPLETED", "n1", customer_id="c1")),
+        event(f.no_effect("ON_A_NEW_TYPE", "n2")),
     ])
-    assert statuses(results) == ["applied", "applied", "duplicate_business_key", "applied",
-                                 "duplicate_business_key"]
-    assert ledger(firestore_db, "u1") == {"purchase:o1:0": 20, "reversal:o1:0": -20,
-                                          "subscription:s1:2026-01-01": 50}
-    assert wallet(firestore_db, "u1") == 50
-    doc = firestore_db.document("webhookEvents/c1").get().to_dict()
-    assert doc["status"] == "duplicate_business_key" and doc["entryIds"] == []
+    assert statuses(results) == ["applied", "applied", "recorded", "ignored", "recorded", "recorded", "applied",
+                                 "applied", "ignored", "ignored"]
+    assert len(commits) == 1
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.amounts("u1") == {"purchase:o1": 90, "subscription:sub1:1": 50, "subscription:sub1:2": 50}
+    assert state.wallets == {"u1": 190, "u2": 150}
+    entry = state.entries["u1"]["purchase:o1"]
+    assert isinstance(entry.pop("createdAt"), dt.datetime)
+    assert entry == {"amount": 90, "kind": "purchase", "source": "paynow", "eventId": "e1",
+                     "eventType": "ON_ORDER_COMPLETED", "region": "us-central1", "orderId": "o1",
+                     "lines": [{"productId": f.P20, "quantity": 2, "points": 20},
+                               {"productId": f.P50, "quantity": 1, "points": 50}]}
+    assert state.keys["purchase:o1"] == {"uid": "u1", "eventId": "e1", "amount": 90}
+    doc = state.events["e1"]
+    assert doc["status"] == "applied" and doc["entryIds"] == ["purchase:o1"] and doc["uid"] == "u1"
+    assert doc["workerRegion"] == "us-central1" and doc["orderingKey"] == "uid:u1"
+    assert doc["processedAt"] >= doc["publishedAt"] and doc["expiresAt"] > doc["processedAt"]
+    assert state.events["r4"]["reason"] == "refund status 'processing' is not completed"
+    assert state.events["n2"]["status"] == "ignored" and state.events["n2"]["uid"] is None
+    order = state.orders["o3"]
+    assert isinstance(order.pop("updatedAt"), dt.datetime)
+    assert order == {"orderId": "o3", "uid": None, "amount": None, "purchased": False, "reversalCause": True,
+                     "refunded": True, "won": False, "entries": []}
+    assert "o2" in state.orders and state.orders["o6"]["won"] is True
+    assert firestore_db.document("users/u1/wallet/points").get().get("promoBalance") == 0
 
 
-def test_only_missing_entries_are_created_and_credited(writer: LedgerWriter, firestore_db: firestore.Client) -> None:
-    writer.apply([planned(f.order("e1", "o1", [(f.P20, 1)]))])
-    assert statuses(writer.apply([planned(f.order("e2", "o1", [(f.P20, 1), (f.P50, 2)]))])) == ["applied"]
-    assert firestore_db.document("webhookEvents/e2").get().get("entryIds") == ["purchase:o1:1"]
-    assert wallet(firestore_db, "u1") == 120 == sum(ledger(firestore_db, "u1").values())
+def test_refund_before_its_order_nets_zero_in_one_commit(writer: LedgerWriter, firestore_db: firestore.Client,
+                                                         commits: list[list[str]]) -> None:
+    assert statuses(writer.apply([event(f.refund("r1", "o1"))])) == ["recorded"]
+    assert statuses(writer.apply([event(f.order("e1", "o1", [(f.P500, 1)]))])) == ["applied"]
+    assert sorted(commits[1]) == sorted(["webhookEvents/e1", "orders/o1", "ledgerKeys/purchase:o1",
+                                         "users/u1/ledger/purchase:o1", "ledgerKeys/reversal:o1",
+                                         "users/u1/ledger/reversal:o1", "users/u1/wallet/points"])
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.amounts("u1") == {"purchase:o1": 500, "reversal:o1": -500} and state.wallets["u1"] == 0
+    assert state.keys["reversal:o1"]["eventId"] == "e1"
+
+
+@pytest.mark.parametrize("status", ["created", "approved", "processing", "completed", "canceled", "failed"])
+def test_refund_of_every_status(writer: LedgerWriter, firestore_db: firestore.Client, status: str) -> None:
+    writer.apply([event(f.order("e1", "o1", [(f.P150, 1)]))])
+    [result] = writer.apply([event(f.refund("r1", "o1", status))])
+    state = read_state(firestore_db)
+    check_invariants(state)
+    if status == "completed":
+        assert result.status == "applied" and state.wallets["u1"] == 0 and state.orders["o1"]["refunded"]
+    else:
+        assert result.status == "ignored" and state.wallets["u1"] == 150 and not state.orders["o1"]["refunded"]
+        assert state.events["r1"]["reason"] == f"refund status {status!r} is not completed"
+
+
+@pytest.mark.parametrize(("closing", "net"), [("won", 20), ("lost", 0)])
+def test_chargeback_then_closing(writer: LedgerWriter, firestore_db: firestore.Client, closing: str, net: int) -> None:
+    assert statuses(writer.apply([event(f.order("e1", "o1", [(f.P20, 1)])), event(f.chargeback("c1", "o1"))])) == [
+        "applied", "applied"]
+    assert wallet(firestore_db, "u1") == 0
+    [closed] = writer.apply([event(f.chargeback("c2", "o1", closing, closed=True))])
+    assert closed.status == ("applied" if closing == "won" else "duplicate_business_key")  # nothing new
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.wallets["u1"] == net and ("reinstatement:o1" in state.keys) == (closing == "won")
+
+
+def test_won_closing_then_a_completed_refund_voids_the_reinstatement(writer: LedgerWriter,
+                                                                     firestore_db: firestore.Client) -> None:
+    writer.apply([event(f.order("e1", "o1", [(f.P50, 3)]))])
+    writer.apply([event(f.chargeback("c2", "o1", "won", closed=True))])
+    assert wallet(firestore_db, "u1") == 150
+    assert statuses(writer.apply([event(f.refund("r1", "o1"))])) == ["applied"]
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.amounts("u1") == {"purchase:o1": 150, "reversal:o1": -150, "reinstatement:o1": 150,
+                                   "reinstatement-void:o1": -150}
+    assert state.wallets["u1"] == 0 and state.entries["u1"]["reinstatement-void:o1"]["kind"] == "reinstatement-void"
+
+
+def test_a_catalog_price_change_between_order_and_refund(firestore_db: firestore.Client, topology: Topology) -> None:
+    now = [0.0]
+    catalog = ProductCatalog(lambda: load_products(firestore_db), refresh_seconds=60, clock=lambda: now[0])
+    writer = LedgerWriter(firestore_db, config(topology), catalog=catalog, sleep=lambda _: None)
+    writer.apply([event(f.order("e1", "o1", [(f.P500, 2)]))])
+    firestore_db.document(f"products/{f.P500}").set({"points": 7}, merge=True)
+    now[0] = 100.0  # the catalog reloads
+    assert catalog.products()[f.P500].points == 7
+    writer.apply([event(f.refund("r1", "o1")), event(f.order("e2", "o2", [(f.P500, 1)]))])
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.amounts("u1") == {"purchase:o1": 1000, "reversal:o1": -1000, "purchase:o2": 7}
+
+
+def test_one_order_under_two_uid_resolutions_is_credited_once(writer: LedgerWriter,
+                                                              firestore_db: firestore.Client) -> None:
+    by_metadata = event(f.order("e1", "o1", [(f.P150, 1)], customer="c9", uid="ua"), "ua")
+    by_mapping = event(f.order("e2", "o1", [(f.P150, 1)], customer="c9", uid=None), "ub")
+    assert statuses(writer.apply([by_metadata, by_mapping])) == ["applied", "duplicate_business_key"]
+    assert statuses(writer.apply([event(f.refund("r1", "o1"))])) == ["applied"]
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.amounts("ua") == {"purchase:o1": 150, "reversal:o1": -150} and "ub" not in state.entries
+    assert state.events["e2"]["uid"] == "ua" and state.events["r1"]["uid"] == "ua"
+
+
+def test_subscription_cycle_keys_are_global(writer: LedgerWriter, firestore_db: firestore.Client) -> None:
+    first = event(f.cycle("a1", "sub1", f.PRO_MONTHLY, 1, uid="ua"), "ua")
+    resent = event(f.cycle("a2", "sub1", f.PRO_MONTHLY, 1, renewed=True, uid=None), "ub")
+    assert statuses(writer.apply([first, resent])) == ["applied", "duplicate_business_key"]
+    assert statuses(writer.apply([event(f.cycle("a3", "sub1", f.PRO_MONTHLY, 1), "uc")])) == [
+        "duplicate_business_key"]
+    state = read_state(firestore_db)
+    check_invariants(state)
+    assert state.wallets == {"ua": 150} and state.events["a3"]["entryIds"] == []
+
+
+def test_exact_duplicates_commit_nothing(writer: LedgerWriter, firestore_db: firestore.Client) -> None:
+    order = event(f.order("e1", "o1", [(f.P20, 1)]))
+    assert statuses(writer.apply([order, order])) == ["applied", "duplicate"]
+    assert statuses(writer.apply([order, event(f.refund("r1", "o1")), event(f.refund("r1", "o1"))])) == [
+        "duplicate", "applied", "duplicate"]
+    check_invariants(read_state(firestore_db))
+    assert wallet(firestore_db, "u1") == 0
+
+
+def test_dead_letter_verdicts(writer: LedgerWriter, firestore_db: firestore.Client) -> None:
+    results = writer.apply([event(f.order("e1", "o1", [("404", 1)])), event(f.cycle("e2", "s1", "404", 1)),
+                            event(f.order("e3", "o3", [(f.P20, 1)]))])
+    assert statuses(results) == ["unmapped_product", "unmapped_product", "applied"]
+    assert "404" in results[0].reason
+    assert not firestore_db.document("webhookEvents/e1").get().exists
 
 
 def test_transient_errors_are_retried_then_reported(writer: LedgerWriter, firestore_db: firestore.Client,
@@ -122,13 +216,13 @@ def test_transient_errors_are_retried_then_reported(writer: LedgerWriter, firest
         real_send(self, writes)
 
     monkeypatch.setattr(LedgerWriter, "_send", flaky)
-    assert statuses(writer.apply([planned(f.order("e1", "o1", [(f.P20, 1)]))])) == ["applied"]
+    assert statuses(writer.apply([event(f.order("e1", "o1", [(f.P20, 1)]))])) == ["applied"]
 
     def down(self: LedgerWriter, writes: list[Any]) -> None:
         raise gexc.ServiceUnavailable("still down")
 
     monkeypatch.setattr(LedgerWriter, "_send", down)
-    results = writer.apply([planned(f.order("e2", "o2", [(f.P20, 1)])), planned(f.order("e3", "o3", [(f.P20, 1)]))])
+    results = writer.apply([event(f.order("e2", "o2", [(f.P20, 1)])), event(f.order("e3", "o3", [(f.P20, 1)]))])
     assert statuses(results) == ["write_failed", "write_failed"]
     assert "ServiceUnavailable after 3 attempts" in results[0].reason
     assert wallet(firestore_db, "u1") == 20 and not firestore_db.document("webhookEvents/e2").get().exists
@@ -144,3 +238,43 @@ def test_product_catalog_loads_from_firestore_and_refreshes(firestore_db: firest
     now[0] = 3.0
     assert catalog.products(missing=True)["new"] == Product(7)  # a miss reloads (at most every 2 s)
     assert "broken" not in catalog.products()
+
+
+CONCURRENT_ROUNDS = 25
+
+
+def test_two_workers_commit_one_orders_events_at_once(firestore_db: firestore.Client, topology: Topology,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two LedgerWriters (own clients, own threads) commit the purchase and the refund (or the won closing) of
+    one order at the same moment, round after round: each round must end at the formula's net, no update lost."""
+    writers = [LedgerWriter(firestore.Client(project=topology.project), config(topology), threads=1)
+               for _ in range(2)]
+    conflicts = []
+    real_apply_one = LedgerWriter._apply_one
+    monkeypatch.setattr(LedgerWriter, "_apply_one", lambda self, e: conflicts.append(1) or real_apply_one(self, e))
+    for n in range(CONCURRENT_ROUNDS):
+        other = f.refund(f"r{n}", f"o{n}") if n % 2 else f.chargeback(f"c{n}", f"o{n}", "won", closed=True)
+        pair = [event(f.order(f"e{n}", f"o{n}", [(f.P50, 1)])), event(other)]
+        barrier = threading.Barrier(2)
+        results: list[Any] = [None, None]
+
+        def run(i: int, pair: list[Event] = pair, barrier: threading.Barrier = barrier,
+                results: list[Any] = results) -> None:
+            barrier.wait()
+            results[i] = writers[i].apply([pair[i]])[0]
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert {r.status for r in results} <= {"applied", "recorded"}, results
+    state = read_state(firestore_db)
+    check_invariants(state)
+    # refunds (odd rounds) net 0; won closings (even rounds) net +50: purchase - reversal + reinstatement
+    assert state.wallets["u1"] == 50 * len(range(0, CONCURRENT_ROUNDS, 2))
+    for n in range(CONCURRENT_ROUNDS):
+        assert f"reversal:o{n}" in state.keys and state.orders[f"o{n}"]["purchased"], n
+    assert conflicts, "the two commits never raced: the test proves nothing"
+    for w in writers:
+        w.close()

@@ -49,6 +49,27 @@ def test_decode_message_verdicts() -> None:
     assert decode_message(f.raw_message(v2_bytes()), 3).verdict == "drop_incompatible"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("poison", [
+    b"[" * 100_000 + b"]" * 100_000,  # deeply nested JSON: RecursionError in a JSON probe
+    b'{"version": ' + b"9" * 5000 + b"}",  # an integer past Python's digit limit
+    b"\xc3\x01" + bytes(range(200)),  # a header of random bytes
+    bytes(range(256)) * 4,
+])
+def test_poison_on_the_topic_is_drop_malformed_never_a_crash(poison: bytes) -> None:
+    result = decode_message(f.raw_message(poison), 2)
+    assert isinstance(result, Rejected) and result.verdict in ("drop_malformed", "unknown_schema"), result
+
+
+def test_a_decoder_crash_the_codec_did_not_foresee_is_drop_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(data: bytes, *, min_compatible: int) -> dict[str, object]:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("pipeline.gate.decode_envelope", explode)
+    result = decode_message(f.message(f.order("e1", "o1", [(f.P20, 1)])), 2)
+    assert isinstance(result, Rejected) and result.verdict == "drop_malformed"
+    assert result.reason.startswith("decoding crashed: KeyError")
+
+
 def test_decode_and_gate_routes_valid_and_each_verdict() -> None:
     messages = [f.message(f.order("e1", "o1", [(f.P20, 1)])), f.raw_message(v2_bytes()), f.raw_message(V1),
                 f.raw_message(b"garbage"), f.raw_message(unknown_schema_bytes())]

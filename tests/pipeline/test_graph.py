@@ -106,8 +106,9 @@ def test_native_graph_runs_on_teststream_against_the_emulators(topology: Topolog
                              f.raw_message(b"\xc3\x01" + b"\x01" * 20),
                              f.message(f.order("e3", "o3", [(f.P20, 1)], customer="c-unknown", uid=None)),
                              f.message(f.order("e4", "o4", [("404", 1)])),
-                             f.message(f.subscription("e5", "ON_SUBSCRIPTION_RENEWED", "s1", f.BASIC_MONTHLY,
-                                                      "someday")),
+                             f.raw_message(pre_v4_cycle(), {"eventId": "e5"}),
+                             f.message(f.refund("e6", "o1")),  # no customer, no uid: its order's
+                             f.message(f.no_effect("ON_PAYMENT_COMPLETED", "e7", customer_id="c-unknown")),
                              f.message(f.order("fail-me", "o5", [(f.P20, 1)]))])
               .advance_watermark_to_infinity())
     options = parse_options(flags(topology, "--read_mode", "native", "--runner", "BundleBasedDirectRunner",
@@ -115,7 +116,7 @@ def test_native_graph_runs_on_teststream_against_the_emulators(topology: Topolog
     result = build_pipeline(options, read=stream).run()
     result.wait_until_finish()
 
-    assert firestore_db.document("users/u1/wallet/points").get().get("paidBalance") == 90
+    assert firestore_db.document("users/u1/wallet/points").get().get("paidBalance") == 0  # bought, refunded
     assert firestore_db.document("users/u2/wallet/points").get().get("paidBalance") == 500
     assert firestore_db.document("webhookEvents/e2").get().get("uid") == "u2"
     verdicts = dlq_verdicts(topology, 7)
@@ -128,11 +129,24 @@ def test_native_graph_runs_on_teststream_against_the_emulators(topology: Topolog
         counters[counter.key.metric.name.removesuffix("_us-central1")] += counter.committed
     # (DirectRunner returns before it commits the metrics of the last bundles after the dedupe, so the DLQ
     # verdict counters are checked on the Prometheus endpoint in test_streaming instead.)
-    assert {k: counters[k] for k in ("schema_v3_compatible", "schema_vunknown_incompatible", "duplicate",
-                                     "applied")} == {"schema_v3_compatible": 7, "schema_vunknown_incompatible": 1,
-                                                     "duplicate": 1, "applied": 2}
+    assert firestore_db.document("webhookEvents/e7").get().get("status") == "ignored"
+    assert {k: counters[k] for k in ("schema_v4_compatible", "schema_v3_compatible", "schema_vunknown_incompatible",
+                                     "duplicate", "ignored")} == {
+        "schema_v4_compatible": 8, "schema_v3_compatible": 1, "schema_vunknown_incompatible": 1, "duplicate": 1,
+        "ignored": 1}
+    # the refund is "recorded" if it overtook its order (whose commit then writes purchase and reversal)
+    assert counters["applied"] + counters["recorded"] == 3 and counters["applied"] >= 2
     latency = {d.key.metric.name: d.committed for d in result.metrics().query()["distributions"]}
-    assert latency["publish_to_commit_ms_us-central1"].count == 2
+    assert latency["publish_to_commit_ms_us-central1"].count == 4
+
+
+def pre_v4_cycle() -> bytes:
+    """A v3 subscription renewal (a billing period, no billing_cycle_sequence): drop_malformed since v4."""
+    return encode_legacy(3, {"version": 3, "minCompatible": 2, "eventId": "e5", "eventType": "ON_SUBSCRIPTION_RENEWED",
+                             "timestamp": 0, "region": "us-central1", "data": {
+                                 "customer": {"id": "c1", "uid": "u1"}, "rawPayload": b"",
+                                 "subscription": {"id": "s1", "productId": f.BASIC_MONTHLY,
+                                                  "periodStart": "2026-01-01"}}})
 
 
 def dlq_verdicts(topo: Topology, expected: int, timeout: float = 30) -> set[tuple[str, str, str | None]]:

@@ -35,7 +35,7 @@ def test_defaults() -> None:
     (["--subscription", "projects/p/topics/t"], "--subscription"),
     (["--dlq_topic", "projects/p/subscriptions/s"], "--dlq_topic"),
     (["--min_compatible", "0"], "--min_compatible"),
-    (["--min_compatible", "4"], "--min_compatible"),
+    (["--min_compatible", "5"], "--min_compatible"),
     (["--dedupe_ttl", "0"], "--dedupe_ttl"),
     (["--read_mode", "fast"], "--read_mode"),
     (["--max_write_attempts", "0"], "--max_write_attempts"),

@@ -18,29 +18,31 @@ from ops.topology import Topology
 from pipeline import recycle
 from schemas import encode_legacy
 from tests.pipeline import factories as f
+from tests.pipeline.ledger_checks import check_invariants, read_state
 from tests.pipeline.test_graph import dlq_verdicts
 
 U1_EVENTS = [
     f.order("e-o1", "o1", [(f.P20, 2), (f.P50, 1)]),
     f.order("e-o1", "o1", [(f.P20, 2), (f.P50, 1)]),  # PayNow re-sent it: dropped by the dedupe
-    f.order("e-o1-resend", "o1", [(f.P20, 2), (f.P50, 1)]),  # same purchase, new event id: business key
-    f.order("e-r2", "o2", [(f.P150, 1)], event_type="ON_REFUND"),  # the refund arrives before its purchase
-    f.order("e-o2", "o2", [(f.P150, 1)]),
-    f.order("e-cb2", "o2", [(f.P150, 1)], event_type="ON_CHARGEBACK"),  # the line is already reversed
-    f.delivery("e-d1", "d1", f.P500, 1),
-    f.delivery("e-d2", "d2", f.P500, 1, order_id="o1"),  # tied to an order: recorded only
-    f.subscription("e-sa", "ON_SUBSCRIPTION_ACTIVATED", "s1", f.BASIC_MONTHLY, "2026-01-01T00:00:00Z"),
-    f.subscription("e-sr-same", "ON_SUBSCRIPTION_RENEWED", "s1", f.BASIC_MONTHLY, "2026-01-01T00:00:00Z"),
-    f.subscription("e-sr", "ON_SUBSCRIPTION_RENEWED", "s1", f.BASIC_MONTHLY, "2026-02-01T00:00:00Z"),
-    f.subscription("e-sc", "ON_SUBSCRIPTION_CANCELED", "s1", f.BASIC_MONTHLY, None),
-    f.subscription("e-se", "ON_SUBSCRIPTION_EXPIRED", "s1", f.BASIC_MONTHLY, None),
+    f.order("e-o1-resend", "o1", [(f.P20, 2), (f.P50, 1)]),  # same order, new event id: credited once
+    f.refund("e-r2", "o2"),  # no customer: another ordering key, so it may overtake its order
+    f.order("e-o2", "o2", [(f.P150, 1), (f.PRO_MONTHLY, 1, "s9")]),  # the subscription line is its cycles'
+    f.chargeback("e-cb3", "o3"),
+    f.order("e-o3", "o3", [(f.P500, 1)]),
+    f.chargeback("e-cw3", "o3", "won", closed=True),
+    f.refund("e-rf-fail", "o1", "failed", customer="c1"),
+    f.no_effect("ON_PAYMENT_COMPLETED", "e-pay", customer_id="c1", order_id="o1"),
+    f.cycle("e-sa", "s1", f.BASIC_MONTHLY, 1),
+    f.cycle("e-sa-resend", "s1", f.BASIC_MONTHLY, 1, renewed=True),
+    f.cycle("e-sr", "s1", f.BASIC_MONTHLY, 2),
+    f.no_effect("ON_SUBSCRIPTION_CANCELED", "e-sc", customer_id="c1"),
 ]
-U1_LEDGER = {"purchase:o1:0": 40, "purchase:o1:1": 50, "reversal:o2:0": -150, "purchase:o2:0": 150,
-             "delivery:d1": 500, "subscription:s1:2026-01-01": 50, "subscription:s1:2026-02-01": 50}
-STATUSES = {"e-o1": "applied", "e-o1-resend": "duplicate_business_key", "e-r2": "applied", "e-o2": "applied",
-            "e-cb2": "duplicate_business_key", "e-d1": "applied", "e-d2": "recorded", "e-sa": "applied",
-            "e-sr-same": "duplicate_business_key", "e-sr": "applied", "e-sc": "recorded", "e-se": "recorded",
-            "e-u2": "applied"}
+U1_LEDGER = {"purchase:o1": 90, "purchase:o2": 150, "reversal:o2": -150, "purchase:o3": 500, "reversal:o3": -500,
+             "reinstatement:o3": 500, "subscription:s1:1": 50, "subscription:s1:2": 50}
+STATUSES = {"e-o1": {"applied"}, "e-o1-resend": {"duplicate_business_key"}, "e-r2": {"applied", "recorded"},
+            "e-o2": {"applied"}, "e-cb3": {"applied", "recorded", "duplicate_business_key"}, "e-o3": {"applied"},
+            "e-cw3": {"applied", "recorded"}, "e-rf-fail": {"ignored"}, "e-pay": {"ignored"}, "e-sa": {"applied"},
+            "e-sa-resend": {"duplicate_business_key"}, "e-sr": {"applied"}, "e-sc": {"ignored"}, "e-u2": {"applied"}}
 
 
 def ledger(db: firestore.Client, uid: str) -> dict[str, int]:
@@ -73,9 +75,9 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
     with PipelineProcess(topology, "--metrics_port", str(port), log_dir=tmp_path, env={"LOG_LEVEL": "DEBUG"}) as pipe:
         client = publisher()
         publish_payloads(client, topology.topic, [
-            *U1_EVENTS, f.order("e-u2", "o3", [(f.P50, 1)], customer="c-mapped", uid=None),
-            f.order("e-nobody", "o4", [(f.P50, 1)], customer="c-unknown", uid=None),
-            f.order("e-404", "o5", [("404", 1)])], region="europe-west1")
+            *U1_EVENTS, f.order("e-u2", "o4", [(f.P50, 1)], customer="c-mapped", uid=None),
+            f.order("e-nobody", "o5", [(f.P50, 1)], customer="c-unknown", uid=None),
+            f.order("e-404", "o6", [("404", 1)])], region="europe-west1")
         client.publish(topology.topic, encode_legacy(1, {"version": 1, "eventId": "old", "eventType": "X",
                                                         "payloadJson": "{}"}), region="us-central1").result()
         client.publish(topology.topic, b"{not avro").result()
@@ -88,27 +90,31 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
         # The operator maps the customer and replays the dead letter (as ops.dlq does: same bytes, attributes
         # and ordering key, plus replayedAt): the dedupe that saw its first attempt must let it through.
         map_customer(firestore_db, "c-unknown", "u3")
-        replay = f.message(f.order("e-nobody", "o4", [(f.P50, 1)], customer="c-unknown", uid=None))
+        replay = f.message(f.order("e-nobody", "o5", [(f.P50, 1)], customer="c-unknown", uid=None))
         client.publish(topology.topic, replay.data, ordering_key=replay.ordering_key,
                        **{**replay.attributes, "replayedAt": "1"}).result()
         assert wait_until(lambda: wallet(firestore_db, "u3") == 50, 30), pipe.log()[-3000:]
-        assert wait_until(lambda: sum(metric_totals(port).values()) >= 19, 20)
+        assert wait_until(lambda: sum(metric_totals(port).values()) >= 20, 20)
         totals = metric_totals(port)
         verdicts = metric_totals(port, "paynow_dlq_total", "verdict")
         versions = metric_totals(port, "paynow_schema_versions_total", "version")
         latency_count = metric_totals(port, "paynow_worker_processing_seconds_count", "region")
         log = pipe.log()
 
-    assert event_statuses(firestore_db) == {**STATUSES, "e-nobody": "applied"}  # the last after its replay
+    statuses = event_statuses(firestore_db)
+    assert statuses.keys() == {*STATUSES, "e-nobody"} and statuses["e-nobody"] == "applied"  # after its replay
+    assert all(statuses[e] in allowed for e, allowed in STATUSES.items()), statuses
     assert ledger(firestore_db, "u1") == U1_LEDGER and wallet(firestore_db, "u1") == sum(U1_LEDGER.values()) == 690
-    assert ledger(firestore_db, "u2") == {"purchase:o3:0": 50} and wallet(firestore_db, "u2") == 50
+    assert ledger(firestore_db, "u2") == {"purchase:o4": 50} and wallet(firestore_db, "u2") == 50
+    assert ledger(firestore_db, "u3") == {"purchase:o5": 50}
+    check_invariants(read_state(firestore_db))
     doc = firestore_db.document("webhookEvents/e-u2").get().to_dict()
     assert doc["region"] == "europe-west1" and doc["workerRegion"] == "us-central1" and doc["uid"] == "u2"
     assert doc["orderingKey"] == "customer:c-mapped" and doc["processedAt"] > doc["publishedAt"]
-    assert totals == {"applied": 8, "recorded": 3, "duplicate": 4, "dlq": 4}
+    assert sum(totals.values()) == 20 and totals["dlq"] == 4 and totals["ignored"] == 3 and totals["duplicate"] >= 3
     assert verdicts == {"unmapped_customer": 1, "unmapped_product": 1, "drop_incompatible": 1, "drop_malformed": 1}
-    assert versions == {"3": 17, "unknown": 1}
-    assert latency_count == {"us-central1": 14}  # every commit (the dedupe's drop is not one)
+    assert versions == {"4": 18, "unknown": 1}
+    assert latency_count == {"us-central1": 15}  # every commit (the dedupe's drop is not one)
     assert log.count('"message": "pipeline ready"') == 1 and '"message": "event committed"' in log
     committed = [json.loads(line) for line in log.splitlines() if '"message": "event committed"' in line]
     assert committed and all(entry["latencyMs"] > 0 for entry in committed)  # read by the worker p95 log metric
