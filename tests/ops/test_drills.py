@@ -104,7 +104,7 @@ def test_load(stack: Stack) -> None:
     for name in LATENCY:
         assert result.figure(name).value.endswith(" ms"), name
     assert all(f.ok is not False for f in result.figures if f.name not in LATENCY), result.table()
-    assert sum(f.name.startswith("RSS ") for f in result.figures) == 5
+    assert sum(f.name.startswith("RSS ") for f in result.figures) == 6  # 2 ingresses, haproxy, 2 pipelines, prometheus
 
 
 def test_dlq_replay(stack: Stack) -> None:
