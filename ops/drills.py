@@ -471,7 +471,7 @@ class Drills:
             time.sleep(0.3)
 
     def drill_rollback(self, result: Result) -> None:
-        duration = max(self._duration("rollback"), 20.0)  # switching back takes ~5 s: drain, start, 2 checks
+        duration = max(self._duration("rollback"), 30.0)  # each restart takes 5-8 s under load: drain, start, 2 checks
         marks: dict[str, float] = {}
         name = f"ingress-{SECONDARY}"
         readyz: dict[str, int] = {}

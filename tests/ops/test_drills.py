@@ -115,7 +115,7 @@ def test_dlq_replay(stack: Stack) -> None:
 
 
 def test_rollback(stack: Stack) -> None:
-    result = _run(stack, "rollback", duration=20, rate=RATE)
+    result = _run(stack, "rollback", duration=30, rate=RATE)
     assert result.passed
     assert _value(result, "answers by europe-west1 while rolled back") == "0"
     assert stack.processes["ingress-europe-west1"].env["MULTI_REGION_ENABLED"] == "true"
