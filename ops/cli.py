@@ -165,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="record the mappings in this traffic log, so `paynow audit` models them")
 
     commands.add_parser("demo", help="single-region walkthrough: a handful of webhooks end to end, then tables")
+
+    from ops.admin.reconcile import add_arguments as reconcile_arguments
+
+    rc = commands.add_parser("reconcile", help="find (and recover) payments PayNow recorded that the ledger never saw",
+                             description="Page through PayNow's webhook delivery history and completed orders "
+                                         "(Management API, key in PAYNOW_API_KEY; the running stack's fake PayNow "
+                                         "by default), compare with webhookEvents, order aggregates and the DLQ, "
+                                         "and re-publish what is missing through the ingress's mapping (attribute "
+                                         "source=reconcile). Exit status 1 while anything is left missing.")
+    reconcile_arguments(rc)
     return parser
 
 
@@ -465,13 +475,24 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         return run(console)
 
 
+def cmd_reconcile(args: argparse.Namespace, console: Console) -> int:
+    from ops.admin.paynow_api import ApiError
+    from ops.admin.reconcile import run_command
+
+    info = _stack_info(required=False) if args.project is None or args.project == _running_project() else None
+    try:
+        return run_command(args, console, info)
+    except ApiError as exc:
+        raise Failure(str(exc)) from None
+
+
 def make_console() -> Console:
     """A terminal's own width; 160 columns when the output goes to a file or pipe (logs, CI)."""
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "traffic": cmd_traffic, "audit": cmd_audit,
-            "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo}
+            "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo, "reconcile": cmd_reconcile}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,9 +25,10 @@ from schemas import deliveries
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
-                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0}
+                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0, "reconcile": 40.0}
 NAMES = tuple(DEFAULT_DURATION)
-ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-replay", "rollback", "audit")
+ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-replay", "rollback", "reconcile",
+         "audit")
 ACK_P95_TARGET_MS = 50.0
 WORKER_P95_TARGET_MS = 250.0
 FAILOVER_TARGET_S = 5.0
@@ -218,6 +219,11 @@ class Drills:
             result.error = f"{type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - started
         return result
+
+    def drill_reconcile(self, result: Result) -> None:
+        from ops.admin.drill_reconcile import drill_reconcile  # issue K: blackout, PayNow gives up, reconcile
+
+        drill_reconcile(self, result, duration=self._duration("reconcile"), rate=self._rate())
 
     def drill_happy(self, result: Result) -> None:
         stats, records = self.send("happy", rate=self._rate(), duration=self._duration("happy"))

@@ -206,6 +206,10 @@ class Stack:
             if self.config.lb:
                 say("load balancer (HAProxy)")
                 self._haproxy()
+            say("fake PayNow Management API")
+            from ops.local.fake_paynow import start_in_stack
+
+            start_in_stack(self)  # holds every delivery the traffic generator sends, for `paynow reconcile`
             self.write()
             pipelines = [PRIMARY] + ([SECONDARY] if self.config.standby else [])
             for region in pipelines:

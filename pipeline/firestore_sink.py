@@ -33,6 +33,7 @@ from pipeline.ledger import (
 from pipeline.model import Event, reject
 from pipeline.observability import RegionMetrics, log
 from schemas import ordering_key
+from schemas.paynow import PUSH_SOURCE, SOURCE_ATTRIBUTE
 
 COMMITTED = "committed"
 DLQ = "dlq"
@@ -153,7 +154,8 @@ class LedgerWriter:
             env, d = p.event.envelope, p.decision
             published = dt.datetime.fromtimestamp(p.event.message.publish_time_ms / 1000, dt.UTC)
             doc = event_document(env, d, ordering_key=ordering_key(env), worker_region=self._config.region,
-                                 published_at=published, expires_at=expires)
+                                 published_at=published, expires_at=expires,
+                                 source=p.event.message.attributes.get(SOURCE_ATTRIBUTE, PUSH_SOURCE))
             writes.append(firestore_writes.create(f"{root}/webhookEvents/{env['eventId']}", doc, ("processedAt",)))
             if d.aggregate is not None:
                 writes.append(firestore_writes.replace_if_unchanged(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas import Envelope
+from schemas.paynow import PUSH_SOURCE, RECONCILE_SOURCE
 
 ORDER = "ON_ORDER_COMPLETED"
 REFUND = "ON_REFUND"
@@ -270,9 +271,12 @@ def _due_entries(agg: OrderAggregate) -> list[tuple[str, int]]:
 
 
 def event_document(envelope: Envelope, decision: Decision, *, ordering_key: str, worker_region: str,
-                   published_at: dt.datetime, expires_at: dt.datetime) -> dict[str, Any]:
-    """The `webhookEvents/{eventId}` document (`processedAt` is the commit's server time, set by the sink)."""
-    doc: dict[str, Any] = {
+                   published_at: dt.datetime, expires_at: dt.datetime, source: str = PUSH_SOURCE) -> dict[str, Any]:
+    """The `webhookEvents/{eventId}` document (`processedAt` is the commit's server time, set by the sink).
+
+    `source` says how the event reached the topic: PayNow's push through the ingress, or the reconciler.
+    """
+    doc: dict[str, Any] = {"source": RECONCILE_SOURCE if source == RECONCILE_SOURCE else PUSH_SOURCE,
         "eventId": envelope["eventId"], "eventType": envelope["eventType"],
         "region": envelope.get("region") or "unknown", "workerRegion": worker_region, "status": decision.status,
         "uid": decision.uid, "orderingKey": ordering_key, "entryIds": list(decision.entries),

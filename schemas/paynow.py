@@ -40,6 +40,10 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this."""
 UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """A Firebase-style uid (DESIGN §4); a `checkout.metadata.uid` that is not one is ignored, never trusted."""
+SOURCE_ATTRIBUTE = "source"
+"""Pub/Sub attribute naming who published an envelope when it was not PayNow's push: `reconcile`."""
+RECONCILE_SOURCE = "reconcile"
+PUSH_SOURCE = "push"
 MAX_QUANTITY = 10_000
 MAX_CENTS = 2**63 - 1
 

@@ -48,8 +48,19 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str, str]]] = {
         ("google_service_account_iam_member", "roles/iam.serviceAccountUser", "google_service_account.builder"),
         ("google_storage_bucket_iam_member", "roles/storage.objectAdmin", "google_storage_bucket.dataflow"),
     },
+    # issue K: one reconciler (a Cloud Run job in the primary region), not per region
+    "google_service_account.reconcile": {
+        ("google_pubsub_topic_iam_member", "roles/pubsub.publisher", "google_pubsub_topic.events"),
+        ("google_pubsub_subscription_iam_member", "roles/pubsub.subscriber", "google_pubsub_subscription.dlq_inspect"),
+        ("google_project_iam_member", "roles/datastore.viewer", "var.project_id"),
+        ("google_secret_manager_secret_iam_member", "roles/secretmanager.secretAccessor",
+         "google_secret_manager_secret.paynow_api_key"),
+        ("google_cloud_run_v2_job_iam_member", "roles/run.invoker", "google_cloud_run_v2_job.reconcile"),
+    },
 }
-TARGET_ATTRIBUTES = ("topic", "subscription", "secret_id", "bucket", "repository", "service_account_id", "project")
+TARGET_ATTRIBUTES = ("topic", "subscription", "secret_id", "bucket", "repository", "service_account_id", "project",
+                     "name")
+NOT_PER_REGION = {"builder", "reconcile"}  # one build account; the single-region reconcile job (deploy/reconcile.tf)
 # Every Google Cloud region (https://cloud.google.com/compute/docs/regions-zones, Nov 2026): account ids
 # derived from a region must fit IAM's 6-30 characters for each of them.
 ALL_REGIONS = [
@@ -105,8 +116,9 @@ def test_both_regions_are_deployed_from_one_image() -> None:
     for kind in ("google_cloud_run_v2_service", "google_compute_region_network_endpoint_group",
                  "google_service_account"):
         for name, body in config.of_type(kind).items():
-            if (kind, name) != ("google_service_account", "builder"):  # one build account for the project
-                assert body["for_each"] == "${var.regions}", f"{kind}.{name} is not per region"
+            if kind == "google_service_account" and name in NOT_PER_REGION:
+                continue
+            assert body["for_each"] == "${var.regions}", f"{kind}.{name} is not per region"
     service = config.resource("google_cloud_run_v2_service", "ingress")
     assert service["location"] == "${each.key}"
     assert container()["image"] == "${var.ingress_image}"
@@ -230,7 +242,7 @@ def test_webhooks_are_not_refused_by_the_cloud_run_invoker_check() -> None:
 def test_secrets_are_replicated_and_survive_adding_a_region() -> None:
     """Automatic replication: no location list that a new region would have to change (that replaces a secret)."""
     secrets = load().of_type("google_secret_manager_secret")
-    assert set(secrets) == {"webhook_secrets", "admin_token"}
+    assert set(secrets) == {"webhook_secrets", "admin_token", "paynow_api_key"}  # + the reconciler's (issue K)
     for name, body in secrets.items():
         assert set(block(body, "replication")) == {"auto"}, name
         assert block(body, "lifecycle")["prevent_destroy"] is True, name

@@ -118,8 +118,9 @@ def seconds(duration: str) -> int:
 
 
 def test_there_are_exactly_the_four_design_alerts() -> None:
-    assert set(load().of_type("google_monitoring_alert_policy")) == set(POLICY)
-    for name, body in load().of_type("google_monitoring_alert_policy").items():
+    policies = load().of_type("google_monitoring_alert_policy")
+    assert set(policies) == set(POLICY) | {"reconcile_recovered"}  # + reconciliation's (deploy/reconcile.tf)
+    for name, body in ((name, policies[name]) for name in POLICY):
         assert body["notification_channels"] == "${var.notification_channels}", name
         assert "RUNBOOK.md" in block(body, "documentation")["content"], name
         [condition] = body["conditions"]
@@ -143,7 +144,7 @@ def test_schema_drop_verdicts_are_the_decoders_own() -> None:
 def test_log_based_metrics_label_by_region() -> None:
     metrics = load().of_type("google_logging_metric")
     assert set(metrics) == {"webhook_ack_latency", "webhook_responses", "worker_processing_latency",
-                            "dead_letters", "region_failover_events"}
+                            "dead_letters", "region_failover_events", "reconcile_recovered_events"}
     for name, metric in metrics.items():
         assert "region" in metric["label_extractors"], name
         assert {"key": "region"} in block(metric, "metric_descriptor")["labels"], name

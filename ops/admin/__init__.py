@@ -1,0 +1,1 @@
+"""Operator tools that talk to PayNow itself (its Management API): reconciliation."""

@@ -1,0 +1,1 @@
+"""Local stand-ins for services the project does not own (PayNow's Management API)."""
