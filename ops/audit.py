@@ -243,6 +243,10 @@ def accepted_events(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {}
     for r in records:
+        if r.get("kind") == "recovered":  # PayNow gave up on these; the reconciler published them since
+            for event_id in r.get("eventIds") or ():
+                out.setdefault(event_id, {"kind": "webhook", "regions": [], "scenario": "recovered", "verdict": None})
+            continue
         if not r.get("ok") or r.get("kind") not in ("webhook", "legacy"):
             continue
         event = out.setdefault(r["eventId"], {"kind": r["kind"], "regions": [], "scenario": r.get("scenario"),
@@ -255,18 +259,19 @@ def accepted_events(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def model_of(records: list[dict[str, Any]], context: Context) -> LedgerModel:
     """The independent model fed with every accepted delivery in log order (and mappings/replays as logged)."""
     model = LedgerModel(context.catalog, context.customers)
-    accepted: dict[str, dict[str, Any]] = {}
+    sent: dict[str, dict[str, Any]] = {}
     for r in records:
         kind = r.get("kind")
-        if kind in ("webhook", "legacy") and r.get("ok") and r.get("delivery"):
-            accepted[r["eventId"]] = r
-            model.add(delivery_of(r) or {})
+        if kind in ("webhook", "legacy") and r.get("delivery"):
+            sent.setdefault(r["eventId"], r)
+            if r.get("ok"):
+                model.add(delivery_of(r) or {})
         elif kind == "mapping":
             model.customers[str(r["customerId"])] = str(r["uid"])
-        elif kind == "replay":  # an operator replayed these dead letters: the pipeline sees them again
+        elif kind in ("replay", "recovered"):  # the pipeline sees these deliveries (again)
             for event_id in r.get("eventIds") or ():
-                if event_id in accepted:
-                    model.add(delivery_of(accepted[event_id]) or {})
+                if event_id in sent:
+                    model.add(delivery_of(sent[event_id]) or {})
     return model
 
 

@@ -349,7 +349,7 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
         if info is None:
             raise UsageError("--all-traffic needs a running stack (or name the logs with --traffic-log)")
         logs.extend(sorted(Path(info["trafficDir"]).glob("*.jsonl")))
-    records = [r for log in logs for r in traffic.read_log(log)] if logs else None
+    records = [r for log in logs for r in traffic.read_log(log, compact=True)] if logs else None
     dlq_subscription = args.dlq_subscription or Topology(project=project).dlq_subscription
     db = firestore.Client(project=project, database=args.database)
     try:

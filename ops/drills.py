@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -108,6 +109,7 @@ class Drills:
         self.normal_rate = normal_rate
         self.console = console or Console(stderr=True)
         self.db = firestore.Client(project=stack.config.project)
+        self.last_log: Path | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -133,6 +135,7 @@ class Drills:
         mix = traffic.Mix(seed=int(run_id, 16), run_id=run_id, mapped_customers=mapped,
                           weights=weights or PUBLIC_MIX, legacy=legacy)
         log_path = self.stack.traffic_dir / f"{name}-{time.strftime('%H%M%S')}-{run_id}.jsonl"
+        self.last_log = log_path  # where a drill appends what it did besides sending (traffic.append_log)
         publisher = traffic.Publisher(self.stack.info["topic"]) if legacy else None
 
         async def main() -> traffic.Stats:
@@ -146,7 +149,7 @@ class Drills:
 
         self._say(f"{name}: sending {rate:g}/s for {duration:g} s to {self.stack.info['target']}")
         stats = asyncio.run(main())
-        return stats, traffic.read_log(log_path)
+        return stats, traffic.read_log(log_path, compact=name == "load")  # a load run's deliveries, as text
 
     def settle(self, records: list[dict[str, Any]], timeout: float = SETTLE_TIMEOUT_S) -> tuple[int, float]:
         return audit.wait_accounted(self.db, records, self.stack.info["dlqSubscription"], timeout)
@@ -397,7 +400,7 @@ class Drills:
     def drill_audit(self, result: Result) -> None:
         records: list[dict[str, Any]] = []
         for log in sorted(self.stack.traffic_dir.glob("*.jsonl")):
-            records.extend(traffic.read_log(log))
+            records.extend(traffic.read_log(log, compact=True))
         if records:
             self.settle(records, timeout=60)
         report = self.audit_records(records) if records else audit.run(self.db)

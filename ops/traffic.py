@@ -611,7 +611,8 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:
-    """Add an operator's action to a traffic log: a `mapping` ({customerId, uid}) or a `replay` ({eventIds})."""
+    """Add an operator's action to a traffic log: a `mapping` ({customerId, uid}), a `replay` or a `recovered`
+    ({eventIds}), so the judge's model sees what the pipeline saw."""
     with path.open("a") as handle:
         handle.write(json.dumps(record, separators=(",", ":")) + "\n")
 
@@ -639,20 +640,22 @@ def _lines(path: Path) -> Iterable[dict[str, Any]]:
                 raise ValueError(f"{path}:{number}: not a JSON line") from None
 
 
-RECORD_KINDS = ("run", "webhook", "legacy", "mapping", "replay")
+RECORD_KINDS = ("run", "webhook", "legacy", "mapping", "replay", "recovered")
+"""`replay`: {eventIds} an operator replayed from the DLQ; `recovered`: {eventIds} PayNow gave up on (no 2xx) that
+the reconciler published afterwards; both mean the pipeline saw those deliveries (again)."""
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
+def read_log(path: Path, *, compact: bool = False) -> list[dict[str, Any]]:
     """The records of a traffic log in order: its run header (catalog, mappings), webhooks, legacy publishes, and the
     mappings and DLQ replays an operator did during the run (the model needs them all); summaries are left out.
 
-    Each delivery is kept as its compact JSON text (read it with `delivery_of`): a parsed delivery costs ~10 KB of
-    memory, its text ~2 KB, and a load drill's log holds 100k+ of them.
+    `compact` keeps each delivery as its compact JSON text (read it with `delivery_of`): a parsed delivery costs
+    ~10 KB of memory, its text ~2 KB, and a load drill's log holds 100k+ of them.
     """
     records = []
     for record in _lines(path):
         if record.get("kind") in RECORD_KINDS:
-            if isinstance(record.get("delivery"), dict):
+            if compact and isinstance(record.get("delivery"), dict):
                 record["delivery"] = json.dumps(record["delivery"], separators=(",", ":"), ensure_ascii=False)
             records.append(record)
     return records

@@ -273,3 +273,19 @@ def test_snapshot_read_from_firestore_round_trips(firestore_db: firestore.Client
     assert report.get(audit.ORPHANS).value == "0 of 10 (1 older, not checked)"
     firestore_db.document(f"users/{U1}/wallet/points").set({"paidBalance": 51})
     assert audit.run(firestore_db).failing() == {audit.WALLETS}
+
+
+def test_a_delivery_paynow_gave_up_on_and_the_reconciler_recovered_counts_once_recorded() -> None:
+    """e14 (o8, 50 points for U2) was never answered 2xx; the reconciler published it later."""
+    snapshot = _clean()
+    snapshot.ledger[(U2, "purchase:o8")] = _entry("purchase:o8", 50, "e14")
+    snapshot.claims["purchase:o8"] = {"uid": U2, "eventId": "e14", "amount": 50}
+    snapshot.events["e14"] = {"uid": U2, "status": "applied", "entryIds": ["purchase:o8"], "region": "us-central1"}
+    snapshot.orders["o8"] = {"uid": U2, "amount": 50, "purchased": True, "reversalCause": False, "refunded": False,
+                             "won": False, "entries": ["purchase:o8"]}
+    snapshot.wallets[U2] += 50
+    assert _audit(snapshot, _traffic()).failing() == {audit.MODEL_WALLETS, audit.MODEL_EXTRA}
+    report = _audit(snapshot, [*_traffic(), {"kind": "recovered", "eventIds": ["e14"]}])
+    assert report.ok, _details(report)
+    assert report.get("accepted events (2xx or published)").value == "15"
+

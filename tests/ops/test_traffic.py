@@ -349,7 +349,11 @@ def test_the_log_records_every_delivery_with_its_answer_and_the_run_context(tmp_
     hooks = [r for r in records if r["kind"] == "webhook"]
     assert hooks and records[-1] == {"kind": "mapping", "customerId": "cus_late", "uid": "user_late"}
     sent = {h.event_id: h.delivery for h in mix.sent}
+    compact = [r for r in traffic.read_log(log, compact=True) if r["kind"] == "webhook"]
+    assert all(isinstance(r["delivery"], str) for r in compact)
+    assert [traffic.delivery_of(r) for r in compact] == [r["delivery"] for r in hooks]
     for r in hooks:
+        assert isinstance(r["delivery"], dict)
         delivery = traffic.delivery_of(r)
         assert delivery == sent[r["eventId"]]  # the whole delivery, as sent
         assert r["eventId"] == delivery["event_id"] and r["eventType"] == delivery["event_type"]
