@@ -104,7 +104,8 @@ def test_load(stack: Stack) -> None:
     for name in LATENCY:
         assert result.figure(name).value.endswith(" ms"), name
     assert all(f.ok is not False for f in result.figures if f.name not in LATENCY), result.table()
-    assert sum(f.name.startswith("RSS ") for f in result.figures) == 6  # 2 ingresses, haproxy, 2 pipelines, prometheus
+    # 2 ingresses, haproxy, the fake PayNow API, 2 pipelines, prometheus
+    assert sum(f.name.startswith("RSS ") for f in result.figures) == 7
 
 
 def test_dlq_replay(stack: Stack) -> None:
@@ -158,7 +159,7 @@ def test_up_and_down_leave_nothing_running(emulator_hosts: tuple[str, str], tmp_
             assert up.poll() is None, up.stdout.read().decode() if up.stdout else ""
             time.sleep(0.5)
         pids = [p["pid"] for p in json.loads(stack_file.read_text())["processes"].values()]
-        assert len(pids) == 7  # 2 ingresses, haproxy, 2 pipelines, prometheus, traffic
+        assert len(pids) == 8  # 2 ingresses, haproxy, fake PayNow API, 2 pipelines, prometheus, traffic
         down = subprocess.run([sys.executable, "-m", "ops.cli", "down"], env=env, capture_output=True, text=True,
                               timeout=90)
         assert down.returncode == 0 and "supervisor" in down.stdout
