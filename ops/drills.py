@@ -23,6 +23,7 @@ from ops.signing import signed_headers
 from ops.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
 from pipeline import recycle
 from schemas import deliveries
+from schemas.paynow import RECONCILE_SOURCE
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
@@ -227,6 +228,22 @@ class Drills:
         from ops.admin.drill_reconcile import drill_reconcile  # issue K: blackout, PayNow gives up, reconcile
 
         drill_reconcile(self, result, duration=self._duration("reconcile"), rate=self._rate())
+        if self.last_log is not None:
+            self._log_recovered(self.last_log)
+
+    def _log_recovered(self, log: Path) -> None:
+        """Record in the run's log which deliveries PayNow gave up on were published by the reconciler since (their
+        webhookEvents say source "reconcile"), so the audit's model sees them as the pipeline did."""
+        records = traffic.read_log(log, compact=True)
+        delivered = {r["eventId"] for r in records if r.get("kind") == "webhook" and r.get("ok")}
+        failed = sorted({r["eventId"] for r in records if r.get("kind") == "webhook"} - delivered)
+        recovered = []
+        for i in range(0, len(failed), 300):
+            refs = [self.db.collection("webhookEvents").document(e) for e in failed[i:i + 300]]
+            recovered += [s.id for s in self.db.get_all(refs) if s.exists and (s.to_dict() or {}).get("source")
+                          == RECONCILE_SOURCE]
+        if recovered:
+            traffic.append_log(log, {"kind": "recovered", "eventIds": sorted(recovered)})
 
     def drill_happy(self, result: Result) -> None:
         stats, records = self.send("happy", rate=self._rate(), duration=self._duration("happy"))
