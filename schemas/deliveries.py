@@ -13,9 +13,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from schemas import openapi_example
+
 DEFINITIONS_PATH = "vendor/paynow/webhook-definitions.json"
 _URI = "urn:paynow:webhook-definitions"
-_DEFAULTS = {"string": "", "integer": 0, "number": 0, "boolean": False, "object": {}, "array": []}
 
 
 @cache
@@ -42,37 +43,9 @@ def delivery_schema(event_type: str) -> dict[str, Any]:
     return schema
 
 
-def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    while "$ref" in schema:
-        node: Any = definitions()
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        schema = node
-    return schema
-
-
-def example(schema: Mapping[str, Any], depth: int = 0) -> Any:
-    """An instance of `schema` with every required property, each from its `example` where one is given."""
-    schema = _resolve(schema)
-    if "example" in schema:
-        return copy.deepcopy(schema["example"])
-    for combinator in ("allOf", "oneOf", "anyOf"):
-        if combinator in schema:
-            branches = [_resolve(b) for b in schema[combinator]]
-            chosen = next((b for b in branches if b.get("type") != "null"), branches[0])
-            return example(chosen, depth + 1)
-    kind = schema.get("type", "object")
-    if isinstance(kind, list):  # ["null", "string"]: a required nullable field without example
-        return None
-    if kind == "object":
-        properties = schema.get("properties", {})
-        return {name: example(properties[name], depth + 1) for name in schema.get("required", [])
-                if name in properties and depth < 12}
-    if kind == "array":
-        return []
-    if "enum" in schema:
-        return schema["enum"][0]
-    return copy.deepcopy(_DEFAULTS.get(kind))
+def example(schema: Mapping[str, Any]) -> Any:
+    """An instance of a schema of the definitions, from its examples (see schemas.openapi_example)."""
+    return openapi_example.example(definitions(), schema)
 
 
 def _merge(base: Any, overrides: Mapping[str, Any]) -> Any:

@@ -29,12 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from schemas import openapi_example
+
 SPEC_PATH = "vendor/paynow/management-api.json"
 DEFAULT_STORE = "411486491630370816"
 DEFAULT_API_KEY = "pnapi_v1_local_fake"
 PAGE_SIZE = 25
 FIRST_ID = 470_000_000_000_000_000
-_DEFAULTS = {"string": "", "integer": 0, "number": 0, "boolean": False, "object": {}, "array": []}
 
 
 @cache
@@ -44,32 +45,9 @@ def spec() -> dict[str, Any]:
     return document
 
 
-def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    while "$ref" in schema:
-        node: Any = spec()
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        schema = node
-    return schema
-
-
-def example(schema: Mapping[str, Any], depth: int = 0) -> Any:
-    """An instance of `schema` with its required properties, each from its `example` where the spec gives one."""
-    schema = _resolve(schema)
-    if "example" in schema:
-        return copy.deepcopy(schema["example"])
-    kind = schema.get("type", "object")
-    if isinstance(kind, list):
-        return None if "null" in kind else copy.deepcopy(_DEFAULTS.get(kind[0]))
-    if "enum" in schema:
-        return schema["enum"][0]
-    if kind == "object":
-        properties = schema.get("properties", {})
-        return {name: example(properties[name], depth + 1) for name in schema.get("required", [])
-                if name in properties and depth < 8}
-    if schema.get("format") == "date-time":
-        return iso(0)
-    return copy.deepcopy(_DEFAULTS.get(kind))
+def example(schema: Mapping[str, Any]) -> Any:
+    """An instance of a schema of the Management API, from its examples (see schemas.openapi_example)."""
+    return openapi_example.example(spec(), schema, max_depth=8)
 
 
 def dto(schema_name: str, /, **overrides: Any) -> dict[str, Any]:
