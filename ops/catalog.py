@@ -1,4 +1,4 @@
-"""The PayNow product catalog (DESIGN §4) and the idempotent seeding of `products/{productId}`."""
+"""The PayNow product catalog (ledger spec "Catalog") and the idempotent seeding of `products/{productId}`."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,19 @@ KNOWN_PRODUCTS: dict[str, dict[str, Any]] = {
     "458255405240287232": {"points": 50, "kind": "one_time", "active": True, "name": "50 points"},
     "458255787102310400": {"points": 150, "kind": "one_time", "active": True, "name": "150 points"},
     "458256188073574400": {"points": 500, "kind": "one_time", "active": True, "name": "500 points"},
-    "321641745958305792": {"points": 50, "kind": "one_time", "active": True, "name": "50 points (legacy)"},
+    "321641745958305792": {"points": 50, "kind": "one_time", "active": False, "name": "50 points (legacy)"},
     "458253675014389760": {"points": 50, "kind": "subscription", "active": True, "name": "basic monthly"},
     "458254106331451392": {"points": 150, "kind": "subscription", "active": True, "name": "pro monthly"},
     "458254569336479744": {"points": 600, "kind": "subscription", "active": True, "name": "basic annual"},
     "458255036057649152": {"points": 1800, "kind": "subscription", "active": True, "name": "pro annual"},
 }
+
+"""The known PayNow products; the legacy one is retired (active=false) and still credited when bought."""
+
+
+def points(catalog: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """product id -> points: the catalog as the ledger prices it (and as the independent model takes it)."""
+    return {product_id: int(product["points"]) for product_id, product in catalog.items()}
 
 
 class CatalogError(ValueError):

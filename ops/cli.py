@@ -82,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--once", action="store_true", help="print one view and exit")
 
     tr = commands.add_parser("traffic", help="send a realistic signed webhook mix open-loop at a rate",
-                             description="Sign and send PayNow webhooks (orders, subscriptions, refunds and "
-                                         "chargebacks some before their purchase, duplicates, re-deliveries, "
+                             description="Sign and send real PayNow deliveries (orders of 1-5 lines, subscription "
+                                         "cycles, refunds in every status, chargebacks and their closing, types the "
+                                         "ledger ignores, duplicates, re-sends, refunds before their order, "
                                          "unmapped customers) plus v1/v2 legacy messages straight onto the topic. "
-                                         "Every webhook and its answers go to a JSONL log for `paynow audit`.")
+                                         "Every delivery and its answers go to a JSONL log for `paynow audit`.")
     tr.add_argument("--rate", type=_positive(float), default=NORMAL_RATE, help="webhooks/s (default %(default)s)")
     tr.add_argument("--duration", type=_positive(float), default=30.0, help="seconds (default %(default)s)")
     tr.add_argument("--target", help="base URL to POST to (default: the running stack's load balancer)")
@@ -94,13 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--log", type=Path, help="JSONL record to write (default: $PAYNOW_HOME/traffic/…)")
     tr.add_argument("--no-legacy", action="store_true", help="do not publish v1/v2 messages onto the topic")
 
-    au = commands.add_parser("audit", help="check the ledger: balances, business keys, every accepted webhook",
-                             description="For every user paidBalance == sum(ledger.amount); no business key "
-                                         "credited by two events; with traffic logs, every 2xx-answered webhook "
-                                         "has its webhookEvents doc or a DLQ record (read from the DLQ "
-                                         "subscription without consuming it), the expected entries exist, and "
-                                         "regional shares match. Exit status 1 on drift. Works on any Firestore: "
-                                         "the emulator when FIRESTORE_EMULATOR_HOST is set, else the real one.")
+    au = commands.add_parser("audit", help="check the ledger: balances, keys, order aggregates, accepted webhooks",
+                             description="For every user paidBalance == sum(ledger.amount); every key credited once "
+                                         "database-wide (ledgerKeys claims and entries one to one); order aggregates "
+                                         "consistent with their entries; every entry younger than the webhookEvents "
+                                         "TTL has its event. With traffic logs: every 2xx-answered webhook has its "
+                                         "webhookEvents doc or a DLQ record (read from the DLQ subscription without "
+                                         "consuming it), and wallets, keys and DLQ verdicts equal the independent "
+                                         "model's (ops/load/ledger_model.py fed the accepted deliveries). Exit "
+                                         "status 1 on drift. Works on any Firestore: the emulator when "
+                                         "FIRESTORE_EMULATOR_HOST is set, else the real one.")
     au.add_argument("--project", help="project id (default: the running stack's)")
     au.add_argument("--database", default="(default)", help="Firestore database id (default %(default)s)")
     au.add_argument("--traffic-log", type=_existing_file, action="append", default=[], metavar="FILE",
@@ -109,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--dlq-subscription", help="DLQ subscription (default: the stack's, or the project's default)")
     au.add_argument("--wait", type=_positive(float), metavar="SECONDS",
                     help="first wait up to SECONDS for events still in flight to be processed or dead-lettered")
+    au.add_argument("--events-ttl-days", type=_positive(float), default=30.0, metavar="DAYS",
+                    help="webhookEvents TTL: older entries are not expected to have their event (default %(default)s)")
 
     dq = commands.add_parser("dlq", help="inspect and replay the dead-letter queue")
     dq_commands = dq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
@@ -132,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--topic", help="topic to replay onto (default: the project's main topic)")
             p.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
             p.add_argument("--all", action="store_true", help="replay everything (required without a filter)")
+            p.add_argument("--traffic-log", type=_existing_file, metavar="FILE",
+                           help="record the replay in this traffic log, so `paynow audit` models it")
 
     dr = commands.add_parser("drill", help="run a GameDay drill (or all) and print its figures",
                              description=f"Drills: {', '.join(ORDER)}. Each uses the running stack "
@@ -145,11 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a normal day's webhooks/s (default %(default)s)")
     dr.add_argument("--project", default=None, help="project id for a stack the drill starts itself")
 
-    se = commands.add_parser("seed", help="seed the product catalog and customer mappings")
+    se = commands.add_parser("seed", help="seed the product catalog and customer mappings",
+                             description="Write products/{productId} (default: the known PayNow products: "
+                                         "one-time 20/50/150/500 points and the retired legacy 50, subscriptions "
+                                         "50/150/600/1800 points per cycle) and paynowCustomers/{customerId}.")
     se.add_argument("--project", help="project id (default: the running stack's)")
     se.add_argument("--catalog", type=_existing_file, help="catalog JSON file (default: the known PayNow products)")
     se.add_argument("--map", type=_mapping, action="append", default=[], metavar="CUSTOMER_ID=UID",
                     help="map a PayNow customer to a user (repeatable)")
+    se.add_argument("--traffic-log", type=_existing_file, metavar="FILE",
+                    help="record the mappings in this traffic log, so `paynow audit` models them")
 
     commands.add_parser("demo", help="single-region walkthrough: a handful of webhooks end to end, then tables")
 
@@ -336,14 +349,15 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
         if info is None:
             raise UsageError("--all-traffic needs a running stack (or name the logs with --traffic-log)")
         logs.extend(sorted(Path(info["trafficDir"]).glob("*.jsonl")))
-    records = [r for log in logs for r in traffic.read_log(log)] if logs else None
+    records = [r for log in logs for r in traffic.read_log(log, compact=True)] if logs else None
     dlq_subscription = args.dlq_subscription or Topology(project=project).dlq_subscription
     db = firestore.Client(project=project, database=args.database)
     try:
         if args.wait and records:
             missing, waited = audit.wait_accounted(db, records, dlq_subscription, args.wait)
             console.print(f"waited {waited:.1f} s for in-flight events ({missing} still unaccounted)")
-        report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription)
+        report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription,
+                           events_ttl_days=args.events_ttl_days)
     finally:
         db.close()
     console.print(report.table(f"Ledger audit · project {project} · {len(logs)} traffic log(s)"))
@@ -388,6 +402,10 @@ def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
     topic = args.topic or topology.topic
     result = dlq.replay(subscription=subscription, topic=topic, flt=flt, limit=args.limit, dry_run=args.dry_run)
     verb = "would replay" if args.dry_run else "replayed"
+    if args.traffic_log and result.replayed and not args.dry_run:
+        from ops.traffic import append_log
+
+        append_log(args.traffic_log, {"kind": "replay", "eventIds": [x.event_id for x in result.replayed]})
     console.print(dlq.table(result.replayed, title=f"{verb} {len(result.replayed)} onto {topic}"))
     console.print(f"{verb} {len(result.replayed)}; left in the DLQ {result.skipped + len(result.failed)}"
                   + (f"; publish failed for {len(result.failed)}" if result.failed else ""))
@@ -440,6 +458,10 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
         count = seed_products(db, catalog)
         for customer, uid in args.map:
             map_customer(db, customer, uid)
+            if args.traffic_log:
+                from ops.traffic import append_log
+
+                append_log(args.traffic_log, {"kind": "mapping", "customerId": customer, "uid": uid})
     finally:
         db.close()
     console.print(f"seeded {count} products and {len(args.map)} customer mapping(s) in {topology.project}")

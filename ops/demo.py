@@ -12,65 +12,71 @@ from rich.console import Console
 from rich.table import Table
 
 from ops import dlq
+from ops.catalog import KNOWN_PRODUCTS, points
+from ops.load.ledger_model import LedgerModel
 from ops.signing import signed_headers
 from ops.stack import PRIMARY, Config, Stack, home, shield_from_signals
 from ops.traffic import WEBHOOK_PATH
-from schemas import encode_legacy
+from schemas import deliveries, encode_legacy
 
-
-def _order(event_id: str, event_type: str, order_id: str, customer: dict[str, Any],
-           lines: list[tuple[str, int]]) -> dict[str, Any]:
-    return {"id": event_id, "event_type": event_type, "data": {"order": {
-        "id": order_id, "pretty_id": order_id.upper(), "customer": customer,
-        "lines": [{"product_id": p, "quantity": q, "price": "9.99"} for p, q in lines]}}}
-
-
-ALICE = {"id": "cus_demo_alice_paynow", "email": "alice@example.com", "metadata": {"uid": "user_alice"}}
-BOB = {"id": "cus_demo_bob", "email": "bob@example.com", "metadata": {}}  # no uid: resolved by the mapping
-STRANGER = {"id": "cus_demo_unknown", "email": "who@example.com", "metadata": {}}  # no uid, no mapping
+CUSTOMERS = {"alice": "cus_demo_alice_paynow", "bob": "cus_demo_bob", "stranger": "cus_demo_unknown"}
+# alice's checkout names her uid; bob has none, but `paynow up`/the demo stack maps his customer id; nobody maps the
+# stranger. Every webhook is a real PayNow delivery from the factory built on PayNow's published definitions.
+_line = deliveries.order_line
+FIRST = deliveries.order_completed(
+    "evt_demo_1", "ord_demo_1", CUSTOMERS["alice"],
+    [_line("line_demo_1", "458255405240287232", 1), _line("line_demo_2", "459935272365195264", 3),
+     _line("line_demo_3", "458253675014389760", 1, subscription_id="sub_demo_1")], uid="user_alice")
 WEBHOOKS: list[tuple[str, dict[str, Any]]] = [
-    ("multi-line order (uid in payload)", _order("evt_demo_1", "ON_ORDER_COMPLETED", "ord_demo_1", ALICE,
-                                                 [("458255405240287232", 1), ("459935272365195264", 3)])),
-    ("the same webhook again (duplicate)", _order("evt_demo_1", "ON_ORDER_COMPLETED", "ord_demo_1", ALICE,
-                                                  [("458255405240287232", 1), ("459935272365195264", 3)])),
-    ("order by a mapped customer", _order("evt_demo_2", "ON_ORDER_COMPLETED", "ord_demo_2", BOB,
-                                          [("458255787102310400", 1)])),
-    ("subscription activation", {"id": "evt_demo_3", "event_type": "ON_SUBSCRIPTION_ACTIVATED", "data": {
-        "subscription": {"id": "sub_demo_1", "product_id": "458253675014389760", "customer": ALICE,
-                         "status": "ACTIVE", "current_period_start": "2026-11-01T00:00:00Z"}}}),
-    ("refund of bob's order", _order("evt_demo_4", "ON_REFUND", "ord_demo_2", BOB, [("458255787102310400", 1)])),
-    ("order by an unmapped customer", _order("evt_demo_5", "ON_ORDER_COMPLETED", "ord_demo_5", STRANGER,
-                                             [("459935272365195264", 1)])),
+    ("order: 50 + 3 × 20 points and a subscription line (uid in checkout)", FIRST),
+    ("the same webhook again (duplicate)", FIRST),
+    ("order by a mapped customer", deliveries.order_completed(
+        "evt_demo_2", "ord_demo_2", CUSTOMERS["bob"], [_line("line_demo_4", "458255787102310400", 1)])),
+    ("subscription activated: cycle 1 of the line above", deliveries.subscription_cycle(
+        "evt_demo_3", "sub_demo_1", "458253675014389760", 1, CUSTOMERS["alice"], uid="user_alice")),
+    ("refund of bob's order, still processing (no effect)", deliveries.refund(
+        "evt_demo_4", "ref_demo_1", "ord_demo_2", "processing", customer_id=CUSTOMERS["bob"])),
+    ("the same refund, completed", deliveries.refund(
+        "evt_demo_5", "ref_demo_1", "ord_demo_2", "completed", customer_id=CUSTOMERS["bob"])),
+    ("a payment notice (ignored)", deliveries.no_effect(
+        "ON_PAYMENT_COMPLETED", "evt_demo_6", customer_id=CUSTOMERS["alice"], order_id="ord_demo_1")),
+    ("order by an unmapped customer", deliveries.order_completed(
+        "evt_demo_7", "ord_demo_7", CUSTOMERS["stranger"], [_line("line_demo_5", "459935272365195264", 1)])),
 ]
 V1 = {"version": 1, "eventId": "evt_demo_v1", "eventType": "ON_ORDER_COMPLETED",
-      "payloadJson": json.dumps({"order": {"id": "ord_demo_v1"}})}
+      "payloadJson": json.dumps(FIRST["body"])}
+DEAD = {"evt_demo_7", V1["eventId"]}  # the unmapped customer's order, and the retired v1 message
 
 
-def _send(stack: Stack, console: Console) -> Table:
+def _send(stack: Stack, model: LedgerModel) -> Table:
+    """POST every webhook; each one answered 2xx goes to the independent model too (what the ledger should be)."""
     answers = Table(title="webhooks sent", title_justify="left", header_style="bold")
-    for column in ("what", "eventId", "answer", "region"):
+    for column in ("what", "eventId", "event_type", "answer", "region"):
         answers.add_column(column)
     with httpx.Client(timeout=10) as client:
-        for what, payload in WEBHOOKS:
-            body = json.dumps(payload).encode()
+        for what, delivery in WEBHOOKS:
+            body = deliveries.encode(delivery)
             response = client.post(stack.target + WEBHOOK_PATH, content=body,
                                    headers=signed_headers(stack.secret, body))
             answer = response.json() if response.headers.get("content-type", "").startswith("application/json") \
                 else {}
-            answers.add_row(what, payload["id"], f"{response.status_code} {answer.get('status', answer.get('error'))}",
+            if 200 <= response.status_code < 300:
+                model.add(delivery)
+            answers.add_row(what, delivery["event_id"], delivery["event_type"],
+                            f"{response.status_code} {answer.get('status', answer.get('error'))}",
                             str(answer.get("region", "-")))
     publisher = pubsub_v1.PublisherClient()
     publisher.publish(stack.topology.topic, encode_legacy(1, V1), version="1", eventId=V1["eventId"],
                       eventType=V1["eventType"]).result(timeout=30)
-    answers.add_row("v1 message straight onto the topic", V1["eventId"], "published", "-")
+    answers.add_row("v1 message straight onto the topic", str(V1["eventId"]), str(V1["eventType"]), "published", "-")
     return answers
 
 
 def _wait(db: firestore.Client, subscription: str, timeout: float = 90) -> float:
-    """Until every event is processed or dead-lettered (evt_demo_5 and the v1 message go to the DLQ)."""
+    """Until every event is processed or dead-lettered (evt_demo_7 and the v1 message go to the DLQ)."""
     started = time.monotonic()
-    want_processed = {"evt_demo_1", "evt_demo_2", "evt_demo_3", "evt_demo_4"}
-    want_dead = {"evt_demo_5", V1["eventId"]}
+    want_processed = {d["event_id"] for _, d in WEBHOOKS} - DEAD
+    want_dead = DEAD
     while time.monotonic() - started < timeout:
         refs = [db.collection("webhookEvents").document(e) for e in sorted(want_processed)]
         done = {s.id for s in db.get_all(refs) if s.exists}
@@ -81,9 +87,10 @@ def _wait(db: firestore.Client, subscription: str, timeout: float = 90) -> float
     raise TimeoutError(f"events not processed after {timeout:.0f} s")
 
 
-def _tables(db: firestore.Client, subscription: str) -> list[Table]:
-    wallets = Table(title="wallets", title_justify="left", header_style="bold")
-    for column in ("uid", "paidBalance", "sum(ledger)"):
+def _tables(db: firestore.Client, subscription: str, model: LedgerModel) -> list[Table]:
+    wallets = Table(title="wallets (model: the independent model of the rules, fed the accepted webhooks)",
+                    title_justify="left", header_style="bold")
+    for column in ("uid", "paidBalance", "sum(ledger)", "model"):
         wallets.add_column(column, justify="left" if column == "uid" else "right")
     ledger = Table(title="ledger", title_justify="left", header_style="bold")
     for column in ("uid", "entryId", "amount", "kind", "eventId", "region"):
@@ -97,7 +104,8 @@ def _tables(db: firestore.Client, subscription: str) -> list[Table]:
                        str(entry.get("region", "")))
     for doc in sorted(db.collection_group("wallet").stream(), key=lambda d: d.reference.path):
         uid = doc.reference.parent.parent.id  # type: ignore[union-attr]
-        wallets.add_row(uid, str((doc.to_dict() or {}).get("paidBalance")), str(sums.get(uid, 0)))
+        wallets.add_row(uid, str((doc.to_dict() or {}).get("paidBalance")), str(sums.get(uid, 0)),
+                        str(model.wallets().get(uid, 0)))
     return [wallets, ledger, dlq.table(dlq.inspect(subscription), title="DLQ")]
 
 
@@ -108,13 +116,14 @@ def run(console: Console) -> int:
         with console.status("starting emulators, ingress and pipeline…") as spinner:
             stack.start(progress=lambda step: spinner.update(f"starting: {step}…"))
         console.print(f"ingress {stack.target}, pipeline {PRIMARY}, project {project}")
-        console.print(_send(stack, console))
+        model = LedgerModel(points(KNOWN_PRODUCTS), stack.config.mappings)
+        console.print(_send(stack, model))
         db = firestore.Client(project=project)
         try:
             with console.status("waiting for the pipeline…"):
                 waited = _wait(db, stack.topology.dlq_subscription)
             console.print(f"processed in {waited:.1f} s")
-            for table in _tables(db, stack.topology.dlq_subscription):
+            for table in _tables(db, stack.topology.dlq_subscription, model):
                 console.print(table)
         finally:
             db.close()

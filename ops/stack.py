@@ -269,7 +269,7 @@ class Stack:
             **self.emulator_env(),
             "REGION": region, "SERVICE_NAME": f"paynow-ingress-{region}", "LOG_LEVEL": "INFO",
             "MULTI_REGION_ENABLED": "true", "PRIMARY_REGION": primary, "SECONDARY_REGION": secondary,
-            "FAILOVER_ENABLED": "true", "EVENT_SCHEMA_VERSION": "3", "EVENT_SCHEMA_MIN_COMPATIBLE": "2",
+            "FAILOVER_ENABLED": "true", "EVENT_SCHEMA_VERSION": "4", "EVENT_SCHEMA_MIN_COMPATIBLE": "2",
             "PAYNOW_WEBHOOK_SECRETS": self.secret, "PUBSUB_TOPIC": self.topology.topic,
             "ADMIN_TOKEN": secrets.token_urlsafe(24), "PORT": str(port), "TRUSTED_PROXIES": haproxy.SOURCE_ADDRESS,
             **LOCAL_SETTINGS, **self.config.ingress_env,

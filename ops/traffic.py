@@ -1,56 +1,89 @@
-"""A PayNow stand-in: a realistic, seeded mix of signed webhooks sent open-loop at a rate, with a JSONL record."""
+"""A PayNow stand-in: a seeded mix of real PayNow deliveries, signed and sent open-loop at a rate, with a JSONL record.
+
+Every webhook is built with schemas.deliveries (PayNow's published definitions), never typed by hand. The mix says
+nothing about what the ledger should become: the record holds each delivery and its answer, and the judge
+(ops/load/ledger_model.py, an independent model of the rules) recomputes the expected state from it.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import random
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ops.catalog import KNOWN_PRODUCTS
+from ops.catalog import KNOWN_PRODUCTS, points
 from ops.signing import signed_headers
 from ops.status import percentile
-from schemas import encode_legacy
+from schemas import deliveries, encode_legacy
 
 ONE_TIME = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "one_time")
 SUBSCRIPTIONS = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "subscription")
+UNKNOWN_PRODUCT = "999999999999999999"  # in no catalog: its order is dead-lettered as unmapped_product
 WEBHOOK_PATH = "/webhooks/paynow"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+REFUND_STATUSES = ("created", "approved", "processing", "completed", "canceled", "failed")
+CHARGEBACK_OPEN = "open"
+CLOSINGS = ("won", "lost")
+NO_EFFECT_TYPES = (
+    "ON_PAYMENT_COMPLETED", "ON_PAYMENT_FAILED", "ON_DELIVERY_ITEM_ADDED", "ON_DELIVERY_ITEM_ACTIVATED",
+    "ON_DELIVERY_ITEM_USED", "ON_DELIVERY_ITEM_REVOKED", "ON_DELIVERY_ITEM_EXPIRED", "ON_DELIVERY_ITEM_RENEWED",
+    "ON_TRIAL_ACTIVATED", "ON_TRIAL_COMPLETED", "ON_TRIAL_CANCELED", "ON_SUBSCRIPTION_CANCELED",
+    "ON_SOMETHING_NEW",  # a type PayNow may add tomorrow: accepted and ignored, never dead-lettered
+)
+FUTURE_TYPES = frozenset({"ON_SOMETHING_NEW"})
 
-# Scenario weights of the mix (relative). Duplicates and re-deliveries repeat earlier events; the early refunds
-# send a refund and schedule its purchase a few events later (PayNow delivers out of order).
+# Scenario weights of the mix (relative). Duplicates and re-sends repeat earlier deliveries; early refunds send a
+# refund and hold its order back a few actions (PayNow delivers out of order); `order_uid_and_mapping` sends an order
+# of a mapped customer with the uid in its checkout and holds back a re-send of it without the uid.
 WEIGHTS: dict[str, int] = {
-    "order": 30, "multi_order": 12, "mapped_order": 8, "sub_activate": 8, "sub_renew": 8, "refund": 4,
-    "chargeback": 2, "refund_early": 2, "duplicate": 8, "redelivery": 3, "unmapped": 3, "legacy_v1": 2,
-    "legacy_v2": 3,
+    "order": 22, "mapped_order": 6, "order_uid_and_mapping": 3, "sub_activate": 6, "sub_renew": 8, "refund": 9,
+    "refund_early": 2, "chargeback": 3, "chargeback_closed": 3, "no_effect": 8, "duplicate": 6, "resend": 4,
+    "unmapped": 3, "unknown_product": 1, "legacy_v1": 2, "legacy_v2": 3,
 }
+HELD = frozenset({"order_after_refund", "order_via_mapping"})
+"""Scenarios of held-back deliveries (sent some actions after the one that scheduled them)."""
 
 
 @dataclass
 class Webhook:
-    """One webhook to POST; `expected` = {uid: {entryId: amount}} once it is accepted, `dlq` its DLQ verdict."""
+    """One PayNow delivery to POST (`body` is its wire form); `uid` is who the mix meant it for (None: nobody)."""
 
     scenario: str
-    event_id: str
-    event_type: str
-    body: bytes
-    customer_id: str
+    delivery: dict[str, Any]
+    customer_id: str | None
     uid: str | None
-    expected: dict[str, dict[str, int]] = field(default_factory=dict)
-    dlq: str | None = None
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.body:
+            self.body = deliveries.encode(self.delivery)
+
+    @property
+    def event_id(self) -> str:
+        return str(self.delivery["event_id"])
+
+    @property
+    def event_type(self) -> str:
+        return str(self.delivery["event_type"])
 
 
 @dataclass
 class Legacy:
-    """A v1/v2 envelope published straight onto the topic, as an old producer would."""
+    """A v1/v2 envelope published straight onto the topic, as an old producer would.
+
+    `delivery` is the PayNow delivery the record stands for (v2: an order, which the judge's model credits); None for
+    v1, which no reader accepts any more: `verdict` is what the pipeline must dead-letter it as.
+    """
 
     scenario: str
     event_id: str
@@ -59,8 +92,8 @@ class Legacy:
     data: bytes
     attributes: dict[str, str]
     ordering_key: str
-    expected: dict[str, dict[str, int]] = field(default_factory=dict)
-    dlq: str | None = None
+    delivery: dict[str, Any] | None = None
+    verdict: str | None = None
 
 
 Action = Webhook | Legacy
@@ -69,18 +102,29 @@ Action = Webhook | Legacy
 @dataclass
 class _Order:
     order_id: str
-    customer: dict[str, Any]
+    customer_id: str
     uid: str | None
-    lines: list[dict[str, Any]]
-    reversed: bool = False
+    refund_id: str | None = None
+    payment_id: str | None = None
+    charged_back: bool = False
+    reversed: bool = False  # a completed refund or a chargeback was sent for it
+
+
+@dataclass
+class _Sub:
+    sub_id: str
+    product_id: str
+    customer_id: str
+    uid: str | None
+    cycle: int = 0
 
 
 class Mix:
-    """A deterministic stream of webhooks for one run: `next()` gives the next action (seeded, so reproducible).
+    """A deterministic stream of PayNow deliveries for one run: `next()` gives the next action (seeded).
 
-    Users and customers are scoped to the run (`run_id`), so the ledger a run should produce is exactly the union of
-    `expected` of its accepted actions. `mapped_customers` ({customerId: uid}) are customers without a uid in their
-    payloads whose mapping exists in `paynowCustomers`; without any, the mapped scenario sends the uid instead.
+    Ids are scoped to the run (`run_id`), so a judge can tell a run's users, orders and keys apart. `mapped_customers`
+    ({customerId: uid}) are customers whose mapping exists in `paynowCustomers` (seed them before sending); without
+    any, the scenarios that need one fall back to a plain order.
     """
 
     def __init__(self, *, seed: int = 0, run_id: str | None = None, users: int = 25,
@@ -90,7 +134,7 @@ class Mix:
         self.run_id = run_id or uuid.uuid4().hex[:8]
         self.users = [(f"cus_{self.run_id}_{i}", f"user_{self.run_id}_{i}") for i in range(users)]
         self.mapped = dict(mapped_customers or {})
-        weights = dict(weights or WEIGHTS)
+        weights = dict(WEIGHTS if weights is None else weights)
         if not legacy:
             weights.pop("legacy_v1", None)
             weights.pop("legacy_v2", None)
@@ -99,102 +143,94 @@ class Mix:
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {sorted(WEIGHTS)}")
         self.scenarios = [s for s, w in weights.items() if w > 0]
         self.weights = [weights[s] for s in self.scenarios]
+        if not self.scenarios:
+            raise ValueError("no scenario has a positive weight")
         self.count = 0
         self.webhooks = 0
         self.orders: list[_Order] = []
-        self.subscriptions: list[dict[str, Any]] = []
+        self.subscriptions: list[_Sub] = []
+        self.pending_subs: list[_Sub] = []  # subscription lines of orders, activated by a later sub_activate
         self.sent: list[Webhook] = []
-        self.pending: list[tuple[int, Webhook]] = []  # (due index, purchase held back after its early refund)
+        self.held: list[tuple[int, Webhook]] = []  # (due webhook index, delivery held back)
+        # statuses and no-effect types take turns (from a seeded start), so a short run still sees every one
+        self.turns = {name: self.rng.randrange(len(values)) for name, values in
+                      (("refund", REFUND_STATUSES), ("closing", CLOSINGS), ("no_effect", NO_EFFECT_TYPES))}
 
     @staticmethod
     def mapped_customers_for(run_id: str, n: int = 3) -> dict[str, str]:
         """The customer -> uid mappings a run with this id uses (seed them before sending)."""
         return {f"cus_{run_id}_mapped_{i}": f"user_{run_id}_mapped_{i}" for i in range(n)}
 
+    def catalog(self) -> dict[str, int]:
+        """product id -> points of the catalog this mix is priced against (the known PayNow products)."""
+        return points(KNOWN_PRODUCTS)
+
+    def context(self) -> dict[str, Any]:
+        """What a judge needs besides the deliveries: the run id, the catalog and the customer mappings."""
+        return {"kind": "run", "runId": self.run_id, "catalog": self.catalog(), "customers": dict(self.mapped)}
+
+    # -- building blocks -----------------------------------------------------------------------------------
     def _id(self, prefix: str) -> str:
         self.count += 1
         return f"{prefix}_{self.run_id}_{self.count}"
 
-    def _user(self) -> tuple[dict[str, Any], str]:
-        customer_id, uid = self.rng.choice(self.users)
-        return {"id": customer_id, "email": f"{customer_id}@example.com", "metadata": {"uid": uid}}, uid
+    def _user(self) -> tuple[str, str]:
+        return self.rng.choice(self.users)
 
-    def _webhook(self, scenario: str, event_type: str, data: dict[str, Any], customer: dict[str, Any],
-                 uid: str | None, expected: dict[str, dict[str, int]], dlq: str | None = None) -> Webhook:
-        event_id = self._id("evt")
-        body = json.dumps({"id": event_id, "event_type": event_type, "data": data}, separators=(",", ":")).encode()
-        return Webhook(scenario, event_id, event_type, body, str(customer["id"]), uid, expected, dlq)
+    def _lines(self, n: int, customer_id: str, uid: str | None, *, subscription_line: bool = False,
+               products: Iterable[str] = ()) -> list[dict[str, Any]]:
+        chosen = list(products) or [self.rng.choice(ONE_TIME) for _ in range(n)]
+        lines = [deliveries.order_line(self._id("line"), product, self.rng.choice((1, 1, 1, 2, 3)),
+                                       price_cents=self.rng.randint(1, 99) * 100 + 99) for product in chosen]
+        if subscription_line:  # its cycles credit it (a later ON_SUBSCRIPTION_ACTIVATED), never the order
+            sub = _Sub(self._id("sub"), self.rng.choice(SUBSCRIPTIONS), customer_id, uid)
+            self.pending_subs.append(sub)
+            line = deliveries.order_line(self._id("line"), sub.product_id, 1, subscription_id=sub.sub_id,
+                                         price_cents=999)
+            lines.insert(self.rng.randint(0, len(lines)), line)
+        return lines
 
-    def _order(self, customer: dict[str, Any], uid: str | None, n_lines: int) -> _Order:
-        lines = [{"product_id": self.rng.choice(ONE_TIME), "quantity": self.rng.choice((1, 1, 1, 2, 3)),
-                  "price": f"{self.rng.randint(1, 99)}.99"} for _ in range(n_lines)]
-        return _Order(self._id("ord"), customer, uid, lines)
+    def _order(self, scenario: str, customer_id: str, uid_in_checkout: str | None, owner: str | None,
+               lines: list[dict[str, Any]], *, remember: bool = True) -> Webhook:
+        order = _Order(self._id("ord"), customer_id, owner)
+        if remember:
+            self._remember(order)
+        delivery = deliveries.order_completed(self._id("evt"), order.order_id, customer_id, lines,
+                                              uid=uid_in_checkout)
+        return Webhook(scenario, delivery, customer_id, owner)
 
-    @staticmethod
-    def _order_data(order: _Order) -> dict[str, Any]:
-        return {"order": {"id": order.order_id, "pretty_id": order.order_id.upper(), "customer": order.customer,
-                          "lines": order.lines}}
-
-    @staticmethod
-    def _entries(order: _Order, prefix: str, sign: int) -> dict[str, dict[str, int]]:
-        if order.uid is None:
-            return {}
-        return {order.uid: {f"{prefix}:{order.order_id}:{i}":
-                            sign * KNOWN_PRODUCTS[line["product_id"]]["points"] * line["quantity"]
-                            for i, line in enumerate(order.lines)}}
-
-    def _purchase(self, order: _Order, scenario: str) -> Webhook:
-        dlq = "unmapped_customer" if order.uid is None else None
-        return self._webhook(scenario, "ON_ORDER_COMPLETED", self._order_data(order), order.customer, order.uid,
-                             self._entries(order, "purchase", 1), dlq)
-
-    def _reversal(self, order: _Order, event_type: str, scenario: str) -> Webhook:
-        order.reversed = True
-        return self._webhook(scenario, event_type, self._order_data(order), order.customer, order.uid,
-                             self._entries(order, "reversal", -1))
-
-    def _subscription(self, sub: dict[str, Any], event_type: str, scenario: str) -> Webhook:
-        period = f"{2026 + sub['period'] // 12}-{sub['period'] % 12 + 1:02d}-01T00:00:00Z"
-        data = {"subscription": {"id": sub["id"], "product_id": sub["product_id"], "customer": sub["customer"],
-                                 "status": "ACTIVE", "current_period_start": period}}
-        entries = {sub["uid"]: {f"subscription:{sub['id']}:{period[:10]}":
-                                KNOWN_PRODUCTS[sub["product_id"]]["points"]}}
-        return self._webhook(scenario, event_type, data, sub["customer"], sub["uid"], entries)
-
-    def _legacy(self, version: int) -> Legacy:
-        customer, uid = self._user()
-        order = self._order(customer, uid, 1)
-        event_id = self._id("evt")
-        if version == 1:
-            record = {"version": 1, "eventId": event_id, "eventType": "ON_ORDER_COMPLETED",
-                      "payloadJson": json.dumps(self._order_data(order))}
-            expected: dict[str, dict[str, int]] = {}
-            dlq: str | None = "drop_incompatible"
-        else:
-            record = {"version": 2, "eventId": event_id, "eventType": "ON_ORDER_COMPLETED",
-                      "timestamp": int(time.time() * 1000),
-                      "data": {"orderId": order.order_id, "prettyId": order.order_id.upper(),
-                               "customer": {"id": customer["id"], "email": customer["email"], "uid": uid},
-                               "lines": [{"productId": line["product_id"], "quantity": line["quantity"],
-                                          "price": line["price"]} for line in order.lines],
-                               "subscription": None}}
-            expected, dlq = self._entries(order, "purchase", 1), None
-        attributes = {"version": str(version), "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"}
-        return Legacy(f"legacy_v{version}", event_id, "ON_ORDER_COMPLETED", version,
-                      encode_legacy(version, record), attributes, f"uid:{uid}", expected, dlq)
-
-    def next(self) -> Action:
-        """The next action of the mix."""
-        if self.pending and self.pending[0][0] <= self.webhooks:
-            return self._record(self.pending.pop(0)[1])
-        scenario = self.rng.choices(self.scenarios, self.weights)[0]
-        action = self._make(scenario)
-        return self._record(action) if isinstance(action, Webhook) else action
+    def _n_lines(self) -> int:
+        return self.rng.choice((1, 1, 1, 2, 2, 3, 4, 5))
 
     def _remember(self, order: _Order) -> None:
         self.orders.append(order)
         if len(self.orders) > 2000:  # refunds and chargebacks pick from the recent past; bound long runs
             del self.orders[:500]
+
+    def _past_order(self, *, unreversed: bool = False) -> _Order | None:
+        """A recent order of a known user; `unreversed`: preferably one nothing has reversed yet (so what a refund
+        of another status must NOT do shows in the wallet, instead of hiding behind an earlier reversal)."""
+        recent = [o for o in self.orders[-500:] if o.uid is not None]
+        fresh = [o for o in recent if not o.reversed] if unreversed else []
+        pool = fresh or recent
+        return self.rng.choice(pool) if pool else None
+
+    def _turn(self, name: str, values: tuple[str, ...]) -> str:
+        self.turns[name] += 1
+        return values[self.turns[name] % len(values)]
+
+    def _hold(self, hook: Webhook, low: int = 2, high: int = 6) -> None:
+        self.held.append((self.webhooks + self.rng.randint(low, high), hook))
+        self.held.sort(key=lambda item: item[0])
+
+    # -- the stream ----------------------------------------------------------------------------------------
+    def next(self) -> Action:
+        """The next action of the mix."""
+        if self.held and self.held[0][0] <= self.webhooks:
+            return self._record(self.held.pop(0)[1])
+        scenario = self.rng.choices(self.scenarios, self.weights)[0]
+        action = self._make(scenario)
+        return self._record(action) if isinstance(action, Webhook) else action
 
     def _record(self, hook: Webhook) -> Webhook:
         self.webhooks += 1
@@ -204,65 +240,178 @@ class Mix:
         return hook
 
     def _make(self, scenario: str) -> Action:
-        rng = self.rng
-        if scenario in ("order", "multi_order"):
-            customer, uid = self._user()
-            order = self._order(customer, uid, 1 if scenario == "order" else rng.randint(2, 4))
-            self._remember(order)
-            return self._purchase(order, scenario)
-        if scenario == "mapped_order":
-            if not self.mapped:
-                return self._make("order")
-            customer_id, uid = rng.choice(sorted(self.mapped.items()))
-            order = self._order({"id": customer_id, "email": f"{customer_id}@example.com", "metadata": {}}, uid,
-                                rng.randint(1, 2))
-            self._remember(order)
-            return self._purchase(order, scenario)
-        if scenario == "unmapped":
-            customer_id = self._id("cus_unmapped")
-            order = self._order({"id": customer_id, "email": f"{customer_id}@example.com", "metadata": {}}, None, 1)
-            return self._purchase(order, scenario)
-        if scenario == "sub_activate" or (scenario == "sub_renew" and not self.subscriptions):
-            customer, uid = self._user()
-            sub = {"id": self._id("sub"), "product_id": rng.choice(SUBSCRIPTIONS), "customer": customer,
-                   "uid": uid, "period": rng.randint(0, 5)}
+        maker: Callable[[str], Action] = getattr(self, "_make_" + scenario)
+        return maker(scenario)
+
+    def _make_order(self, scenario: str) -> Action:
+        customer_id, uid = self._user()
+        lines = self._lines(self._n_lines(), customer_id, uid, subscription_line=self.rng.random() < 0.2)
+        return self._order(scenario, customer_id, uid, uid, lines)
+
+    def _make_mapped_order(self, scenario: str) -> Action:
+        if not self.mapped:
+            return self._make_order("order")
+        customer_id, uid = self.rng.choice(sorted(self.mapped.items()))
+        lines = self._lines(self._n_lines(), customer_id, uid, subscription_line=self.rng.random() < 0.2)
+        return self._order(scenario, customer_id, None, uid, lines)
+
+    def _make_order_uid_and_mapping(self, scenario: str) -> Action:
+        """One order sent twice: with the uid in checkout.metadata, and re-sent later with only the mapped customer."""
+        if not self.mapped:
+            return self._make_order("order")
+        customer_id, uid = self.rng.choice(sorted(self.mapped.items()))
+        first = self._order(scenario, customer_id, uid, uid, self._lines(self._n_lines(), customer_id, uid))
+        again = copy.deepcopy(first.delivery)
+        again["event_id"] = self._id("evt")
+        again["body"]["checkout"]["metadata"] = {}
+        self._hold(Webhook("order_via_mapping", again, customer_id, uid))
+        return first
+
+    def _make_unmapped(self, scenario: str) -> Action:
+        customer_id = self._id("cus_unmapped")
+        if self.rng.random() < 0.25:  # an unmapped subscriber: its cycle has nobody to credit either
+            sub = _Sub(self._id("sub"), self.rng.choice(SUBSCRIPTIONS), customer_id, None)
+            return self._cycle(scenario, sub)
+        return self._order(scenario, customer_id, None, None, self._lines(self._n_lines(), customer_id, None),
+                           remember=False)
+
+    def _make_unknown_product(self, scenario: str) -> Action:
+        customer_id, uid = self._user()
+        lines = self._lines(0, customer_id, uid, products=[self.rng.choice(ONE_TIME), UNKNOWN_PRODUCT])
+        return self._order(scenario, customer_id, uid, uid, lines, remember=False)
+
+    def _cycle(self, scenario: str, sub: _Sub) -> Webhook:
+        sub.cycle += 1
+        delivery = deliveries.subscription_cycle(self._id("evt"), sub.sub_id, sub.product_id, sub.cycle,
+                                                 sub.customer_id, uid=sub.uid, renewed=sub.cycle > 1)
+        return Webhook(scenario, delivery, sub.customer_id, sub.uid)
+
+    def _make_sub_activate(self, scenario: str) -> Action:
+        if self.pending_subs:  # a subscription bought in an order starts its first cycle
+            sub = self.pending_subs.pop(0)
+        elif self.mapped and self.rng.random() < 0.3:  # a mapped subscriber: no uid in the checkout
+            customer_id, uid = self.rng.choice(sorted(self.mapped.items()))
+            sub = _Sub(self._id("sub"), self.rng.choice(SUBSCRIPTIONS), customer_id, None)
             self.subscriptions.append(sub)
-            if len(self.subscriptions) > 2000:
-                del self.subscriptions[:500]
-            return self._subscription(sub, "ON_SUBSCRIPTION_ACTIVATED", "sub_activate")
-        if scenario == "sub_renew":
-            sub = rng.choice(self.subscriptions)
-            sub["period"] += 1
-            return self._subscription(sub, "ON_SUBSCRIPTION_RENEWED", scenario)
-        if scenario in ("refund", "chargeback"):
-            candidates = [o for o in self.orders[-500:] if not o.reversed and o.uid is not None]
-            if not candidates:
-                return self._make("order")
-            event_type = "ON_REFUND" if scenario == "refund" else "ON_CHARGEBACK"
-            return self._reversal(rng.choice(candidates), event_type, scenario)
-        if scenario == "refund_early":
-            customer, uid = self._user()
-            order = self._order(customer, uid, rng.randint(1, 2))
-            refund = self._reversal(order, "ON_REFUND", scenario)
-            self.pending.append((self.webhooks + rng.randint(2, 6), self._purchase(order, "purchase_after_refund")))
-            return refund
-        if scenario in ("duplicate", "redelivery"):
-            if not self.sent:
-                return self._make("order")
-            original = rng.choice(self.sent[-200:])
-            if scenario == "duplicate":  # the exact same delivery again: same id, same body
-                return Webhook("duplicate", original.event_id, original.event_type, original.body,
-                               original.customer_id, original.uid, original.expected, original.dlq)
-            payload = json.loads(original.body)  # PayNow re-delivers the same business event under a new id
-            payload["id"] = self._id("evt")
-            return Webhook("redelivery", payload["id"], original.event_type,
-                           json.dumps(payload, separators=(",", ":")).encode(), original.customer_id, original.uid,
-                           original.expected, original.dlq)
-        if scenario in ("legacy_v1", "legacy_v2"):
-            return self._legacy(int(scenario[-1]))
-        raise ValueError(f"unknown scenario {scenario!r}")
+            hook = self._cycle(scenario, sub)
+            hook.uid = uid
+            return hook
+        else:
+            customer_id, uid = self._user()
+            sub = _Sub(self._id("sub"), self.rng.choice(SUBSCRIPTIONS), customer_id, uid)
+        self.subscriptions.append(sub)
+        if len(self.subscriptions) > 2000:
+            del self.subscriptions[:500]
+        return self._cycle(scenario, sub)
 
+    def _make_sub_renew(self, scenario: str) -> Action:
+        if not self.subscriptions:
+            return self._make_sub_activate("sub_activate")
+        hook = self._cycle(scenario, self.rng.choice(self.subscriptions))
+        if hook.uid is None:
+            hook.uid = self.mapped.get(hook.customer_id or "")
+        return hook
 
+    def _refund(self, scenario: str, order: _Order, status: str) -> Webhook:
+        order.refund_id = order.refund_id or self._id("ref")
+        customer = order.customer_id if self.rng.random() < 0.5 else None  # PayNow's refund customer is nullable
+        delivery = deliveries.refund(self._id("evt"), order.refund_id, order.order_id, status, customer_id=customer)
+        return Webhook(scenario, delivery, customer, order.uid)
+
+    def _make_refund(self, scenario: str) -> Action:
+        order = self._past_order(unreversed=True)
+        if order is None:
+            return self._make_order("order")
+        status = self._turn("refund", REFUND_STATUSES)
+        order.reversed |= status == "completed"
+        return self._refund(scenario, order, status)
+
+    def _make_refund_early(self, scenario: str) -> Action:
+        """A completed refund delivered before its order (the order is held back a few deliveries)."""
+        customer_id, uid = self._user()
+        order = self._order("order_after_refund", customer_id, uid, uid,
+                            self._lines(self._n_lines(), customer_id, uid))
+        self.orders[-1].reversed = True
+        refund = self._refund(scenario, self.orders[-1], "completed")
+        self._hold(order)
+        return refund
+
+    def _chargeback(self, scenario: str, order: _Order, status: str, *, closed: bool) -> Webhook:
+        order.payment_id = order.payment_id or self._id("pay")
+        customer = order.customer_id if self.rng.random() < 0.5 else None
+        delivery = deliveries.chargeback(self._id("evt"), order.payment_id, order.order_id, status, closed=closed,
+                                         customer_id=customer)
+        return Webhook(scenario, delivery, customer, order.uid)
+
+    def _make_chargeback(self, scenario: str) -> Action:
+        order = self._past_order(unreversed=True)
+        if order is None:
+            return self._make_order("order")
+        order.charged_back = order.reversed = True
+        return self._chargeback(scenario, order, CHARGEBACK_OPEN, closed=False)
+
+    def _make_chargeback_closed(self, scenario: str) -> Action:
+        """Mostly the closing of an opened chargeback; sometimes one whose opening was lost (never sent)."""
+        opened = [o for o in self.orders[-500:] if o.charged_back]
+        order = self.rng.choice(opened) if opened and self.rng.random() < 0.8 else self._past_order(unreversed=True)
+        if order is None:
+            return self._make_order("order")
+        order.reversed = True
+        return self._chargeback(scenario, order, self._turn("closing", CLOSINGS), closed=True)
+
+    def _make_no_effect(self, scenario: str) -> Action:
+        event_type = self._turn("no_effect", NO_EFFECT_TYPES)
+        order = self._past_order()
+        customer_id = order.customer_id if order else self._user()[0]
+        delivery = deliveries.no_effect(event_type, self._id("evt"), customer_id=customer_id,
+                                        order_id=order.order_id if order else None)
+        return Webhook(scenario, delivery, customer_id, None)
+
+    def _make_duplicate(self, scenario: str) -> Action:
+        """The exact same delivery again: same event_id, same bytes (PayNow retried an answer it did not get)."""
+        if not self.sent:
+            return self._make_order("order")
+        original = self.rng.choice(self.sent[-200:])
+        return Webhook(scenario, original.delivery, original.customer_id, original.uid, original.body)
+
+    def _make_resend(self, scenario: str) -> Action:
+        """The same business event under a new event_id (PayNow re-sent it as a new delivery)."""
+        if not self.sent:
+            return self._make_order("order")
+        original = self.rng.choice(self.sent[-200:])
+        delivery = copy.deepcopy(original.delivery)
+        delivery["event_id"] = self._id("evt")
+        return Webhook(scenario, delivery, original.customer_id, original.uid)
+
+    def _make_legacy_v1(self, scenario: str) -> Action:
+        event_id = self._id("evt")
+        customer_id, uid = self._user()
+        order = deliveries.order_completed(event_id, self._id("ord"), customer_id,
+                                           self._lines(1, customer_id, uid), uid=uid)
+        record = {"version": 1, "eventId": event_id, "eventType": "ON_ORDER_COMPLETED",
+                  "payloadJson": json.dumps(order["body"], separators=(",", ":"))}
+        return Legacy(scenario, event_id, "ON_ORDER_COMPLETED", 1, encode_legacy(1, record),
+                      {"version": "1", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"}, f"uid:{uid}",
+                      verdict="drop_incompatible")
+
+    def _make_legacy_v2(self, scenario: str) -> Action:
+        """An order as the v2 producer wrote it; `delivery` is the same order as a PayNow delivery (for the judge)."""
+        event_id = self._id("evt")
+        customer_id, uid = self._user()
+        order_id = self._id("ord")
+        lines = self._lines(self.rng.randint(1, 3), customer_id, uid)
+        delivery = deliveries.order_completed(event_id, order_id, customer_id, lines, uid=uid)
+        self._remember(_Order(order_id, customer_id, uid))
+        record = {"version": 2, "eventId": event_id, "eventType": "ON_ORDER_COMPLETED",
+                  "timestamp": int(time.time() * 1000),
+                  "data": {"orderId": order_id, "prettyId": order_id.upper(),
+                           "customer": {"id": customer_id, "email": f"{customer_id}@example.com", "uid": uid},
+                           "lines": [{"productId": line["product_id"], "quantity": line["quantity"],
+                                      "price": f"{line['price'] / 100:.2f}"} for line in lines],
+                           "subscription": None}}
+        return Legacy(scenario, event_id, "ON_ORDER_COMPLETED", 2, encode_legacy(2, record),
+                      {"version": "2", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"}, f"uid:{uid}",
+                      delivery=delivery)
 @dataclass
 class Stats:
     """Live counters of a run (the progress line and the final summary)."""
@@ -319,7 +468,7 @@ async def send_webhook(client: httpx.AsyncClient, url: str, secret: str, hook: W
     attempts: list[dict[str, Any]] = []
     record: dict[str, Any] = {"kind": "webhook", "scenario": hook.scenario, "eventId": hook.event_id,
                               "eventType": hook.event_type, "customerId": hook.customer_id, "uid": hook.uid,
-                              "expected": hook.expected, "dlq": hook.dlq, "sentAt": int(time.time() * 1000),
+                              "delivery": hook.delivery, "sentAt": int(time.time() * 1000),
                               "attempts": attempts, "status": None, "region": None, "ok": False}
     for attempt in range(policy.attempts):
         started = time.perf_counter()
@@ -390,6 +539,7 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
     stats = Stats()
     url = target.rstrip("/") + WEBHOOK_PATH
     recorder = Recorder(log_path)
+    recorder.write(mix.context())
     tasks: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
 
@@ -405,7 +555,7 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
                 stats.legacy += 1
                 recorder.write({"kind": "legacy", "scenario": action.scenario, "eventId": action.event_id,
                                 "eventType": action.event_type, "version": action.version,
-                                "expected": action.expected, "dlq": action.dlq, "messageId": message_id,
+                                "delivery": action.delivery, "verdict": action.verdict, "messageId": message_id,
                                 "sentAt": int(time.time() * 1000), "ok": True})
                 return
             record = await send_webhook(client, url, secret, action, policy)
@@ -460,6 +610,13 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
     return stats
 
 
+def append_log(path: Path, record: dict[str, Any]) -> None:
+    """Add an operator's action to a traffic log: a `mapping` ({customerId, uid}), a `replay` or a `recovered`
+    ({eventIds}), so the judge's model sees what the pipeline saw."""
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
 def stderr_progress(line: str) -> None:
     """A progress line that rewrites itself on a terminal and is one line per second in a log."""
     if sys.stderr.isatty():
@@ -469,9 +626,7 @@ def stderr_progress(line: str) -> None:
         sys.stderr.write(line + "\n")
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a traffic log (webhooks and legacy publishes; summaries left out)."""
-    records = []
+def _lines(path: Path) -> Iterable[dict[str, Any]]:
     with path.open() as handle:
         for number, line in enumerate(handle, 1):
             if not line.endswith("\n"):
@@ -480,9 +635,69 @@ def read_log(path: Path) -> list[dict[str, Any]]:
             if not line:
                 continue
             try:
-                record = json.loads(line)
+                yield json.loads(line)
             except ValueError:
                 raise ValueError(f"{path}:{number}: not a JSON line") from None
-            if record.get("kind") in ("webhook", "legacy"):
-                records.append(record)
+
+
+RECORD_KINDS = ("run", "webhook", "legacy", "mapping", "replay", "recovered")
+"""`replay`: {eventIds} an operator replayed from the DLQ; `recovered`: {eventIds} PayNow gave up on (no 2xx) that
+the reconciler published afterwards; both mean the pipeline saw those deliveries (again)."""
+
+
+def read_log(path: Path, *, compact: bool = False) -> list[dict[str, Any]]:
+    """The records of a traffic log in order: its run header (catalog, mappings), webhooks, legacy publishes, and the
+    mappings and DLQ replays an operator did during the run (the model needs them all); summaries are left out.
+
+    `compact` keeps each delivery as its compact JSON text (read it with `delivery_of`): a parsed delivery costs
+    ~10 KB of memory, its text ~2 KB, and a load drill's log holds 100k+ of them.
+    """
+    records = []
+    for record in _lines(path):
+        if record.get("kind") in RECORD_KINDS:
+            if compact and isinstance(record.get("delivery"), dict):
+                record["delivery"] = json.dumps(record["delivery"], separators=(",", ":"), ensure_ascii=False)
+            records.append(record)
     return records
+
+
+def delivery_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The PayNow delivery a record holds (as read by `read_log`, or as written), None if it holds none (v1)."""
+    delivery = record.get("delivery")
+    if isinstance(delivery, str):
+        parsed: dict[str, Any] = json.loads(delivery)
+        return parsed
+    return delivery
+
+
+@dataclass
+class Context:
+    """What a judge needs besides the deliveries: run ids, the catalog (product -> points), customer mappings."""
+
+    run_ids: set[str] = field(default_factory=set)
+    catalog: dict[str, int] = field(default_factory=dict)
+    customers: dict[str, str] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take in a `run` header or a `mapping` record (a customer mapped during a run, e.g. before a replay)."""
+        if record.get("kind") == "run":
+            self.run_ids.add(str(record["runId"]))
+            self.catalog.update({str(k): int(v) for k, v in (record.get("catalog") or {}).items()})
+            self.customers.update({str(k): str(v) for k, v in (record.get("customers") or {}).items()})
+        elif record.get("kind") == "mapping":
+            self.customers[str(record["customerId"])] = str(record["uid"])
+
+
+def context_of(records: Iterable[dict[str, Any]]) -> Context:
+    """The union of the run headers and mapping records among `records` (the catalog defaults to the known one)."""
+    context = Context()
+    for record in records:
+        context.add(record)
+    if not context.catalog:
+        context.catalog = points(KNOWN_PRODUCTS)
+    return context
+
+
+def read_context(paths: Iterable[Path]) -> Context:
+    """The context of traffic logs (see `context_of`)."""
+    return context_of(r for path in paths for r in _lines(path))

@@ -90,3 +90,23 @@ def test_dlq_list_and_show_on_an_empty_dlq(capsys: pytest.CaptureFixture[str], t
 def test_audit_of_an_empty_project_passes(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:
     assert cli.main(["audit", "--project", topology.project]) == 0
     assert "no drift" in capsys.readouterr().out
+
+
+def test_seed_defaults_to_the_known_paynow_products_and_can_record_mappings_for_the_audit(
+        capsys: pytest.CaptureFixture[str], topology: Topology, tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    log.write_text('{"kind":"run","runId":"r1","catalog":{},"customers":{}}\n')
+    assert cli.main(["seed", "--project", topology.project, "--map", "cus_7=user_7", "--traffic-log", str(log)]) == 0
+    assert "seeded 9 products and 1 customer mapping(s)" in capsys.readouterr().out
+    db = firestore.Client(project=topology.project)
+    products = {doc.id: doc.to_dict() for doc in db.collection("products").stream()}
+    db.close()
+    # the spec's catalog, written out here rather than read from ops.catalog
+    assert {p: (d["points"], d["kind"], d["active"]) for p, d in products.items()} == {
+        "459935272365195264": (20, "one_time", True), "458255405240287232": (50, "one_time", True),
+        "458255787102310400": (150, "one_time", True), "458256188073574400": (500, "one_time", True),
+        "321641745958305792": (50, "one_time", False), "458253675014389760": (50, "subscription", True),
+        "458254106331451392": (150, "subscription", True), "458254569336479744": (600, "subscription", True),
+        "458255036057649152": (1800, "subscription", True)}
+    assert json.loads(log.read_text().splitlines()[-1]) == {"kind": "mapping", "customerId": "cus_7", "uid": "user_7"}
+

@@ -8,17 +8,23 @@ from google.cloud import pubsub_v1
 
 from ops import dlq
 from ops.topology import Topology
-from schemas import encode_dlq_record, encode_envelope, encode_legacy, envelope_attributes, envelope_from_payload
+from schemas import (
+    deliveries,
+    encode_dlq_record,
+    encode_envelope,
+    encode_legacy,
+    envelope_attributes,
+    envelope_from_payload,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")
 
 
 def _envelope(event_id: str, uid: str | None, customer: str = "cus_1") -> tuple[bytes, dict[str, str]]:
-    metadata = f'{{"uid":"{uid}"}}' if uid else "{}"
-    body = (f'{{"id":"{event_id}","event_type":"ON_ORDER_COMPLETED","data":{{"order":{{"id":"o_{event_id}",'
-            f'"customer":{{"id":"{customer}","metadata":{metadata}}},'
-            f'"lines":[{{"product_id":"458255405240287232","quantity":1}}]}}}}}}').encode()
-    envelope = envelope_from_payload(body, timestamp_ms=1_700_000_000_000, region="europe-west1")
+    delivery = deliveries.order_completed(event_id, f"o_{event_id}", customer,
+                                          [deliveries.order_line(f"l_{event_id}", "458255405240287232")], uid=uid)
+    envelope = envelope_from_payload(deliveries.encode(delivery), timestamp_ms=1_700_000_000_000,
+                                     region="europe-west1")
     return encode_envelope(envelope), envelope_attributes(envelope)
 
 
@@ -79,7 +85,8 @@ def test_describe_shows_the_record_and_decoded_envelope(topology: Topology) -> N
     shown = dlq.describe(letters["e1"])
     assert shown["record"]["verdict"] == "unmapped_customer" and shown["record"]["reason"] == "unmapped_customer!"
     assert shown["originalData"]["envelope"]["eventId"] == "e1"
-    assert shown["originalData"]["rawPayload"]["id"] == "e1"
+    assert shown["originalData"]["rawPayload"]["event_id"] == "e1"  # the PayNow delivery as it arrived
+    assert shown["originalData"]["rawPayload"]["body"]["customer"]["id"] == "cus_unmapped"
     assert shown["replayOrderingKey"] == "customer:cus_unmapped"
     assert "IncompatibleVersion" in dlq.describe(letters["e3"])["originalData"]["decode"]
     assert dlq.table(list(letters.values())).row_count == 3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ops import cli, drills
+from ops import audit, cli, drills
 from ops.stack import Config, Stack, process_start_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
@@ -65,6 +65,10 @@ def test_happy(stack: Stack) -> None:
     assert result.passed
     assert _value(result, "failed webhooks (no 2xx after PayNow's retries)") == "0"
     assert int(_value(result, "webhooks sent")) >= 0.9 * 6 * RATE
+    # judged by the independent model (ops/load/ledger_model.py) fed the deliveries the log says were accepted
+    wallets = _value(result, f"audit: {audit.MODEL_WALLETS}")
+    assert wallets.split("/")[0] == wallets.split("/")[1] != "0"
+    assert result.figure(f"audit: {audit.MODEL_EXTRA}").ok and result.figure(f"audit: {audit.AGGREGATES}").ok
 
 
 def test_schema(stack: Stack) -> None:
@@ -100,7 +104,8 @@ def test_load(stack: Stack) -> None:
     for name in LATENCY:
         assert result.figure(name).value.endswith(" ms"), name
     assert all(f.ok is not False for f in result.figures if f.name not in LATENCY), result.table()
-    assert sum(f.name.startswith("RSS ") for f in result.figures) == 5
+    # 2 ingresses, haproxy, the fake PayNow API, 2 pipelines, prometheus
+    assert sum(f.name.startswith("RSS ") for f in result.figures) == 7
 
 
 def test_dlq_replay(stack: Stack) -> None:
@@ -111,7 +116,7 @@ def test_dlq_replay(stack: Stack) -> None:
 
 
 def test_rollback(stack: Stack) -> None:
-    result = _run(stack, "rollback", duration=20, rate=RATE)
+    result = _run(stack, "rollback", duration=30, rate=RATE)
     assert result.passed
     assert _value(result, "answers by europe-west1 while rolled back") == "0"
     assert stack.processes["ingress-europe-west1"].env["MULTI_REGION_ENABLED"] == "true"
@@ -137,6 +142,7 @@ def test_audit_of_everything_the_drills_sent(stack: Stack) -> None:
     assert _value(result, "audit: accepted events neither processed nor in the DLQ (lost)") == "0"
     assert int(_value(result, "traffic logs audited")) >= 7
     assert result.figure("planted drifts detected (scratch project)").value == "3/3"
+    assert result.figure(f"audit: {audit.MODEL_WALLETS}").ok and result.figure(f"audit: {audit.VERDICTS}").ok
 
 
 def test_up_and_down_leave_nothing_running(emulator_hosts: tuple[str, str], tmp_path: Path) -> None:
@@ -153,7 +159,7 @@ def test_up_and_down_leave_nothing_running(emulator_hosts: tuple[str, str], tmp_
             assert up.poll() is None, up.stdout.read().decode() if up.stdout else ""
             time.sleep(0.5)
         pids = [p["pid"] for p in json.loads(stack_file.read_text())["processes"].values()]
-        assert len(pids) == 7  # 2 ingresses, haproxy, 2 pipelines, prometheus, traffic
+        assert len(pids) == 8  # 2 ingresses, haproxy, fake PayNow API, 2 pipelines, prometheus, traffic
         down = subprocess.run([sys.executable, "-m", "ops.cli", "down"], env=env, capture_output=True, text=True,
                               timeout=90)
         assert down.returncode == 0 and "supervisor" in down.stdout
