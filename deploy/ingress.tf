@@ -77,7 +77,7 @@ resource "google_cloud_run_v2_service" "ingress" {
       }
       env {
         name  = "EVENT_SCHEMA_VERSION"
-        value = "3"
+        value = "4"
       }
       env {
         name  = "EVENT_SCHEMA_MIN_COMPATIBLE"

@@ -205,7 +205,7 @@ def test_ingress_gets_every_design_setting_with_secrets_from_secret_manager() ->
               "PUBSUB_TOPIC", "GOOGLE_CLOUD_PROJECT", "ADMIN_TOKEN"}
     assert design <= set(env)
     assert env["REGION"]["value"] == "${each.key}"
-    assert env["EVENT_SCHEMA_VERSION"]["value"] == "3"
+    assert env["EVENT_SCHEMA_VERSION"]["value"] == "4"
     for name in ("PAYNOW_WEBHOOK_SECRETS", "ADMIN_TOKEN"):
         assert "value" not in env[name], f"{name} must not be a plain value in the Terraform state"
         ref = block(block(env[name], "value_source"), "secret_key_ref")
