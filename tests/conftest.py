@@ -1,6 +1,8 @@
 """Session-wide real emulators and a fresh, isolated project per test (no test skips when they are missing)."""
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -34,3 +36,33 @@ def firestore_db(topology: Topology) -> Iterator[firestore.Client]:
     seed_products(client)
     yield client
     client.close()
+
+
+# --- tiers: `make test-fast` runs what needs no process, emulator or server; `make test` runs everything -----
+
+PROCESS_MODULES = frozenset({
+    "tests.cloud.test_dataflow_graph", "tests.cloud.test_gcloud_commands", "tests.cloud.test_provider_schema",
+    "tests.cloud.test_templates", "tests.ingress.test_main", "tests.ingress.test_pubsub_integration",
+    "tests.ops.test_haproxy", "tests.prometheus.test_rules", "tests.test_emulators",
+})
+"""Modules whose tests start processes (gcloud, terraform, haproxy, promtool, bash, python -m ...) without an
+emulator fixture; the guard below names any test that should be listed here."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "emulator_hosts" in item.fixturenames or item.module.__name__ in PROCESS_MODULES:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the fast tier a test that starts a process fails at once, naming the marker it lacks."""
+    if os.environ.get("PAYNOW_TEST_TIER") != "fast" or request.node.get_closest_marker("integration"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{request.node.nodeid} starts a process: list its module in tests/conftest.py "
+                           "PROCESS_MODULES (the integration tier)")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
