@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +50,86 @@ def test_an_event_whose_dead_letter_cannot_be_published_is_never_acked(emulator_
         assert dlq_verdicts(topo, 1, timeout=60) == {("unmapped_customer", "ResolveAccount", "e-lost")}, \
             pipe.log()[-3000:]
     assert committed(db) == 0
+
+
+@contextlib.contextmanager
+def own_firestore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[emulators.Emulator]:
+    """A Firestore emulator of this test's own (it gets frozen), selected for this process and the pipeline."""
+    store = emulators.start("firestore", log_dir=tmp_path)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", store.host)
+    try:
+        yield store
+    finally:
+        os.killpg(store.process.pid, signal.SIGCONT) if store.process else None
+        store.stop()
+
+
+def metric(port: int, series: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + "{"))
+
+
+def brown_out(freeze_seconds: float, rate: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """Events arrive before, during and after Firestore is frozen (SIGSTOP) for `freeze_seconds`, with the
+    pipeline's default settings. Every event must end committed exactly once, nothing in the DLQ."""
+    users = [f"b{i}" for i in range(10)]
+    n = 0
+
+    def send(count: int) -> None:
+        nonlocal n
+        publish_payloads(client, topo.topic, [f.order(f"bo-{k}", f"bo-{k}", [(f.P20, 1)], customer=f"c-{users[k % 10]}",
+                                                      uid=users[k % 10]) for k in range(n, n + count)])
+        n += count
+
+    with own_firestore(tmp_path, monkeypatch) as store:
+        topo = Topology(project=f"brownout-{free_port()}")
+        topo.create()
+        db = firestore.Client(project=topo.project)
+        seed_products(db)
+        port = free_port()
+        client = publisher()
+        with PipelineProcess(topo, "--metrics_port", str(port), log_dir=tmp_path,
+                             env={"FIRESTORE_EMULATOR_HOST": store.host}) as pipe:
+            send(20)
+            assert wait_until(lambda: committed(db) == 20, 30), pipe.log()[-3000:]
+            assert store.process is not None
+            os.killpg(store.process.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            try:
+                while time.monotonic() - frozen_at < freeze_seconds:  # events keep arriving
+                    send(max(1, int(rate)))
+                    time.sleep(1)
+            finally:
+                os.killpg(store.process.pid, signal.SIGCONT)
+            thawed_at = time.monotonic()
+            send(20)
+            assert wait_until(lambda: committed(db) == n, 180), pipe.log()[-3000:]
+            recovered = time.monotonic() - thawed_at
+            errors = metric(port, "paynow_firestore_rpcs_total")
+            throttled = metric(port, "paynow_firestore_throttled_seconds_total")
+            released = metric(port, "paynow_pipeline_released_total")
+            log = pipe.log()
+        assert dlq_verdicts(topo, 1, timeout=3) == set(), log[-3000:]
+        state = read_state(db)
+        check_invariants(state)
+        assert set(state.events) == {f"bo-{k}" for k in range(n)}
+        for i, uid in enumerate(users):
+            assert state.wallets[uid] == 20 * len(range(i, n, 10)), uid  # exactly once each
+        assert '"firestore call failed, retrying"' in log and errors > 0
+        figures = {"sent": n, "committed": len(state.events), "dead_lettered": 0, "recover_seconds": recovered,
+                   "throttled_seconds": throttled, "released": released}
+        print(f"brown-out {freeze_seconds:.0f}s: {figures}")
+        return figures
+
+
+def test_a_20_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_lettered(
+        emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = brown_out(20, 3, tmp_path, monkeypatch)
+    assert figures["throttled_seconds"] > 0  # the brown-out is visible as throttling
+
+
+@pytest.mark.slow
+def test_a_90_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_lettered(
+        emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = brown_out(90, 2, tmp_path, monkeypatch)
+    assert figures["throttled_seconds"] > 0
