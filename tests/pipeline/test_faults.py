@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import time
 import urllib.request
@@ -18,6 +19,7 @@ from ops.bench_pipeline import PipelineProcess, publish_payloads, publisher, wai
 from ops.catalog import seed_products
 from ops.emulators import free_port
 from ops.topology import Topology
+from schemas import decode_dlq_record
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
 from tests.pipeline.test_graph import dlq_verdicts
@@ -133,3 +135,46 @@ def test_a_90_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_l
         emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = brown_out(90, 2, tmp_path, monkeypatch)
     assert figures["throttled_seconds"] > 0
+
+
+def dead_letters(topo: Topology, expected: int, timeout: float = 30) -> list[tuple[str, bytes]]:
+    """(verdict, original bytes) of each DLQ record, pulled until `expected` arrived."""
+    subscriber = pubsub_v1.SubscriberClient()
+    found: list[tuple[str, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            response = subscriber.pull(request={"subscription": topo.dlq_subscription, "max_messages": 100},
+                                       timeout=5)
+            for received in response.received_messages:
+                record = decode_dlq_record(received.message.data)
+                found.append((record["verdict"], bytes(record["originalData"])))
+            if response.received_messages:
+                subscriber.acknowledge(request={"subscription": topo.dlq_subscription,
+                                                "ack_ids": [r.ack_id for r in response.received_messages]})
+    finally:
+        subscriber.close()
+    return found
+
+
+POISON = [
+    b"[" * 100_000 + b"]" * 100_000,  # deeply nested JSON
+    b'{"version": ' + b"9" * 5000 + b"}",  # an integer past Python's digit limit
+    b"\x00" + random.Random(7).randbytes(2048),  # random bytes
+]
+
+
+def test_poison_on_the_topic_is_dead_lettered_as_drop_malformed_and_the_next_order_is_credited(
+        topology: Topology, firestore_db: firestore.Client, tmp_path: Path) -> None:
+    client = publisher()
+    with PipelineProcess(topology, log_dir=tmp_path) as pipe:
+        for poison in POISON:
+            client.publish(topology.topic, poison).result(timeout=30)
+        publish_payloads(client, topology.topic, [f.order("after-poison", "o-ap", [(f.P50, 1)], uid="ap")])
+        assert wait_until(lambda: firestore_db.document("users/ap/wallet/points").get().exists, 30), \
+            pipe.log()[-3000:]
+        records = dead_letters(topology, len(POISON))
+        assert pipe.process is not None and pipe.process.poll() is None  # no crash loop
+    assert sorted(records) == sorted(("drop_malformed", poison) for poison in POISON)
+    assert firestore_db.document("users/ap/wallet/points").get().get("paidBalance") == 50
+    assert set(read_state(firestore_db).events) == {"after-poison"}
