@@ -23,7 +23,7 @@ from pipeline import recycle
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
-                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0}
+                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0, "chaos": 90.0}
 NAMES = tuple(DEFAULT_DURATION)
 ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-replay", "rollback", "audit")
 ACK_P95_TARGET_MS = 50.0
@@ -325,6 +325,11 @@ class Drills:
         finally:
             self._say(f"worker-failover: restart pipeline {PRIMARY}")
             self.stack.restart(f"pipeline-{PRIMARY}")
+
+    def drill_chaos(self, result: Result) -> None:
+        from ops.load.chaos import drill_chaos  # issue G: kills and emulator freezes under traffic
+
+        drill_chaos(self, result)
 
     def drill_load(self, result: Result) -> None:
         """2 × normal rate: ACK and worker p95 against their targets, memory of every process bounded."""
