@@ -49,8 +49,11 @@ def test_an_event_whose_dead_letter_cannot_be_published_is_never_acked(emulator_
         with contextlib.suppress(Exception):
             subscriber.delete_subscription(subscription=topo.dlq_subscription)
         topo.create(ack_deadline_seconds=10)
+        back = time.monotonic()
         assert dlq_verdicts(topo, 1, timeout=60) == {("unmapped_customer", "ResolveAccount", "e-lost")}, \
             pipe.log()[-3000:]
+        print(f"DLQ topic down 30 s: dead-lettered {time.monotonic() - back:.1f} s after it came back, "
+              f"{pipe.log().count('dead letter left for redelivery')} attempts released meanwhile")
     assert committed(db) == 0
 
 
