@@ -23,7 +23,7 @@ from pipeline import recycle
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
-                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0, "chaos": 90.0}
+                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0}
 NAMES = tuple(DEFAULT_DURATION)
 ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-replay", "rollback", "audit")
 ACK_P95_TARGET_MS = 50.0
@@ -31,6 +31,8 @@ WORKER_P95_TARGET_MS = 250.0
 FAILOVER_TARGET_S = 5.0
 SETTLE_TIMEOUT_S = 120.0  # > the subscription's 60 s ack deadline: a killed worker's leases must expire first
 PUBLIC_MIX = {s: w for s, w in traffic.WEIGHTS.items() if not s.startswith("legacy_")}
+DEFAULT_DURATION["chaos"] = 90.0  # issue G, ops/load/chaos.py; not in `all` (it freezes the emulators)
+NAMES = tuple(DEFAULT_DURATION)
 
 
 @dataclass
