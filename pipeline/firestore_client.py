@@ -27,9 +27,10 @@ RPC_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.2
 MAX_BACKOFF = 5.0
 # Beam's Datastore sink throttles over 120 s. Throttled attempts count as requests, so with a sink's few RPCs a
-# long window keeps throttling long after a thaw (simulated: +157 s after a 90 s outage with 30 s, +6 s with
-# 10 s and a 2 s cap per call), so a short window, and a call throttled for MAX_THROTTLE_PER_CALL goes out as a probe.
-THROTTLE_WINDOW_MS = 10_000
+# long window keeps throttling long after a thaw (simulated, 90 s outage: +157 s with a 30 s window, +15 s with
+# 15 s and a 2 s cap per call); shorter than the 10 s RPC deadline it would never see two failures of a frozen
+# backend. A call throttled for MAX_THROTTLE_PER_CALL goes out anyway, as a probe.
+THROTTLE_WINDOW_MS = 15_000
 THROTTLE_BUCKET_MS = 1_000
 OVERLOAD_RATIO = 1.25
 THROTTLE_DELAY = 1.0

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ops import audit, traffic
+from ops import audit
 from ops.catalog import KNOWN_PRODUCTS, map_customer
 from ops.load.ledger_model import LedgerModel
+from ops.signing import signed_headers
 from schemas import deliveries
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ DEFAULT_RATE = 20.0  # webhooks/s: the stack, two pipelines and both emulators s
 FREEZE_SECONDS = (8.0, 25.0)
 RESTART_AFTER_S = 5.0
 SETTLE_TIMEOUT_S = 300.0
+WEBHOOK_PATH = "/webhooks/paynow"
+ATTEMPTS = 8  # PayNow's re-sends of a webhook that got no 2xx
 ONE_TIME = [p for p, d in KNOWN_PRODUCTS.items() if d["kind"] == "one_time" and d["active"]]
 CYCLED = [p for p, d in KNOWN_PRODUCTS.items() if d["kind"] == "subscription" and d["active"]]
 
@@ -103,21 +106,45 @@ def _emulator_pgid(drills: Drills, kind: str) -> int | None:
     return next((int(e["pid"]) for e in owned if e["kind"] == kind and e.get("pid")), None)
 
 
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+async def _post(client: httpx.AsyncClient, url: str, secret: str, scenario: str,
+                delivery: dict[str, Any]) -> dict[str, Any]:
+    """POST one delivery as PayNow does (re-sent on a retryable answer or a connection error, with backoff);
+    a record in the shape the audit's wait_accounted reads."""
+    body = deliveries.encode(delivery)
+    record: dict[str, Any] = {"kind": "webhook", "scenario": scenario, "eventId": delivery["event_id"],
+                              "ok": False, "status": None, "region": None, "attempts": 0}
+    for attempt in range(ATTEMPTS):
+        record["attempts"] = attempt + 1
+        try:
+            response = await client.post(url, content=body, headers=signed_headers(secret, body), timeout=10.0)
+            record["status"] = response.status_code
+            if 200 <= response.status_code < 300:
+                with contextlib.suppress(ValueError, AttributeError):
+                    record["region"] = response.json().get("region")
+                record["ok"] = True
+                return record
+            if response.status_code not in RETRYABLE:
+                return record
+        except httpx.HTTPError:
+            record["status"] = None
+        await asyncio.sleep(min(4.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0))
+    return record
+
+
 async def _send(drills: Drills, mix: ChaosMix, rate: float, duration: float) -> list[tuple[dict[str, Any],
                                                                                           dict[str, Any]]]:
-    """Open-loop PayNow traffic through the LB (with PayNow's retries): (delivery, its traffic record) pairs."""
-    url = drills.stack.info["target"].rstrip("/") + traffic.WEBHOOK_PATH
-    policy = traffic.RetryPolicy(attempts=8, max_delay=4.0)
+    """Open-loop PayNow traffic through the LB: (delivery, its record) pairs."""
+    url = drills.stack.info["target"].rstrip("/") + WEBHOOK_PATH
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     started = time.monotonic()
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
         tasks = []
 
         async def one(scenario: str, delivery: dict[str, Any]) -> None:
-            body = deliveries.encode(delivery)
-            hook = traffic.Webhook(scenario, delivery["event_id"], delivery["event_type"], body, "", None,
-                                   dlq="unmapped_customer" if scenario == "order_unmapped_customer" else None)
-            out.append((delivery, await traffic.send_webhook(client, url, drills.stack.secret, hook, policy)))
+            out.append((delivery, await _post(client, url, drills.stack.secret, scenario, delivery)))
 
         n = 0
         while time.monotonic() - started < duration:
@@ -229,10 +256,7 @@ def drill_chaos(drills: Drills, result: Result) -> None:
     absent = sorted(e for e in unmapped if e not in letters)
     result.add("unmapped events the model expects in the DLQ, absent", len(absent), "0", not absent)
 
-    report = audit.run(drills.db, traffic=records, dlq_subscription=drills.stack.info["dlqSubscription"])
-    for name in ("accepted events neither processed nor in the DLQ (lost)", "business keys credited by two events",
-                 "users: paidBalance == sum(ledger.amount)", "ledger entries without their webhookEvents doc"):
-        check = report.get(name)
-        result.add(f"audit: {name}", check.value, check.detail, check.ok)
-    with contextlib.suppress(Exception):
-        result.add("seconds waited for the backlog", f"{waited:.1f}")
+    # The structural audit (wallets == sum of entries, keys credited once, claims, aggregates), every check judged.
+    for check in audit.run(drills.db).checks:
+        result.add(f"audit: {check.name}", check.value, check.detail, check.ok)
+    result.add("seconds waited for the backlog", f"{waited:.1f}")

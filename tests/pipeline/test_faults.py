@@ -69,9 +69,11 @@ def own_firestore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[e
         store.stop()
 
 
-def metric(port: int, series: str) -> float:
+def metric(port: int, series: str, label: str = "") -> float:
+    """The sum of a Prometheus series' samples (those carrying `label`, e.g. 'result="error"', if given)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + "{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(series + "{") and label in line)
 
 
 def brown_out(freeze_seconds: float, rate: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
@@ -110,7 +112,7 @@ def brown_out(freeze_seconds: float, rate: float, tmp_path: Path, monkeypatch: p
             send(20)
             assert wait_until(lambda: committed(db) == n, 180), pipe.log()[-3000:]
             recovered = time.monotonic() - thawed_at
-            errors = metric(port, "paynow_firestore_rpcs_total")
+            errors = metric(port, "paynow_firestore_rpcs_total", 'result="error"')
             throttled = metric(port, "paynow_firestore_throttled_seconds_total")
             released = metric(port, "paynow_pipeline_released_total")
             log = pipe.log()
@@ -122,7 +124,7 @@ def brown_out(freeze_seconds: float, rate: float, tmp_path: Path, monkeypatch: p
             assert state.wallets[uid] == 20 * len(range(i, n, 10)), uid  # exactly once each
         assert '"firestore call failed, retrying"' in log and errors > 0
         figures = {"sent": n, "committed": len(state.events), "dead_lettered": 0, "recover_seconds": recovered,
-                   "throttled_seconds": throttled, "released": released}
+                   "rpc_errors": errors, "throttled_seconds": throttled, "released": released}
         print(f"brown-out {freeze_seconds:.0f}s: {figures}")
         return figures
 
