@@ -132,14 +132,14 @@ def brown_out(freeze_seconds: float, rate: float, tmp_path: Path, monkeypatch: p
 def test_a_20_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_lettered(
         emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = brown_out(20, 3, tmp_path, monkeypatch)
-    assert figures["throttled_seconds"] > 0  # the brown-out is visible as throttling
+    assert figures["rpc_errors"] > 0  # a frozen Firestore fails an RPC by its 10 s deadline
 
 
 @pytest.mark.slow
 def test_a_90_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_lettered(
         emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = brown_out(90, 2, tmp_path, monkeypatch)
-    assert figures["throttled_seconds"] > 0
+    assert figures["throttled_seconds"] > 0  # visible as throttling (p ≥ 1/2 per attempt after a failure)
 
 
 def dead_letters(topo: Topology, expected: int, timeout: float = 30) -> list[tuple[str, bytes]]:
