@@ -9,13 +9,14 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipeline.firestore_client import FirestoreConfig, WriteFailed, with_retries
+from pipeline.firestore_client import FirestoreConfig, FirestoreRpc, Unavailable, WriteFailed
 from pipeline.ledger import needs_uid, valid_id
 from pipeline.model import Event, reject
 from pipeline.observability import log
 
 RESOLVED = "resolved"
 DLQ = "dlq"
+RELEASE = "release"
 STEP = "ResolveAccount"
 
 
@@ -55,13 +56,14 @@ class _ResolveFn(beam.DoFn):
 
     def setup(self) -> None:
         self._client = self._config.client()
+        self._rpc = FirestoreRpc(self._config.region, self._config.max_write_attempts)
         self._customers = CustomerCache(self._lookup, self._config.product_refresh_seconds)
 
     def _lookup(self, customer_id: str) -> str | None:
         if not valid_id(customer_id):  # never build a path from an unvalidated string
             return None
         ref = self._client.collection("paynowCustomers").document(customer_id)
-        snap = with_retries(lambda: ref.get(timeout=10), self._config.max_write_attempts)
+        snap = self._rpc.call(lambda: ref.get(timeout=10, retry=None))
         uid = snap.get("uid") if snap.exists else None
         return uid if valid_id(uid) else None  # a malformed mapping is no mapping
 
@@ -72,6 +74,13 @@ class _ResolveFn(beam.DoFn):
         customer = event.envelope["data"].get("customer") or {}
         try:
             uid = resolve_uid(customer, self._customers.uid)
+        except Unavailable as exc:  # transient: released for redelivery (acking read) or retried by the runner
+            if not self._config.release_transient:
+                raise
+            log(logging.WARNING, "event released for redelivery", eventId=event.envelope["eventId"],
+                reason=f"customer lookup: {exc}"[:300], region=self._config.region)
+            yield beam.pvalue.TaggedOutput(RELEASE, event.message)
+            return
         except WriteFailed as exc:
             verdict, reason = "write_failed", f"customer lookup failed: {exc}"
         except Exception as exc:  # never let one element kill the job
@@ -89,11 +98,12 @@ class _ResolveFn(beam.DoFn):
 
 
 class ResolveAccount(beam.PTransform):
-    """Event -> (`resolved`: Event, uid set for orders and cycles; `dlq`: unmapped_customer / write_failed)."""
+    """Event -> (`resolved`: Event, uid set for orders and cycles; `dlq`: unmapped_customer / write_failed;
+    `release`: Message whose lookup met a transient fault, to hand back to Pub/Sub)."""
 
     def __init__(self, config: FirestoreConfig) -> None:
         super().__init__()
         self._config = config
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return events | "Lookup" >> beam.ParDo(_ResolveFn(self._config)).with_outputs(DLQ, main=RESOLVED)
+        return events | "Lookup" >> beam.ParDo(_ResolveFn(self._config)).with_outputs(DLQ, RELEASE, main=RESOLVED)

@@ -9,6 +9,7 @@ import apache_beam as beam
 from google.cloud import pubsub_v1
 
 from pipeline.batching import BatchInBundle
+from pipeline.dedupe import claims_for
 from pipeline.firestore_client import backoff
 from pipeline.model import Message, Rejected
 from pipeline.observability import RegionMetrics, log
@@ -31,6 +32,10 @@ def dead_letter(rejected: Rejected, worker_region: str, failed_at_ms: int) -> tu
     if rejected.event_id:
         attributes["eventId"] = rejected.event_id
     return encode_dlq_record(record), attributes
+
+
+class DeadLetterUnpublished(RuntimeError):
+    """DLQ publishes still failing after the attempts (native read: the runner retries the bundle)."""
 
 
 class _PublishFn(beam.DoFn):
@@ -67,12 +72,14 @@ class _PublishFn(beam.DoFn):
     def process(self, batch: list[Rejected]) -> Iterator[Message]:
         failed = self._publish_all(batch)
         if failed and self._acking_subscription:
-            # Not acknowledged: stop extending the lease so Pub/Sub redelivers it (to us or to the standby).
-            leases_for(self._acking_subscription).release(r.message.ack_id for r in failed if r.message.ack_id)
+            # Not acknowledged and not settled: its claim is forgotten so the redelivered copy is processed
+            # again (not acked as a "duplicate" of this attempt), and the lease handed back (DESIGN §3).
+            self._metrics.released("DeadLetterUnpublished", len(failed))
+            claims_for(self._acking_subscription).forget(r.message.claim for r in failed if r.message.claim)
+            leases_for(self._acking_subscription).hand_back([r.message.ack_id for r in failed if r.message.ack_id])
         elif failed:
-            # The native read has already checkpointed the message: keep trying rather than drop it.
-            while failed:
-                failed = self._publish_all(failed)
+            # The native read has already checkpointed the message: fail the bundle so the runner retries it.
+            raise DeadLetterUnpublished(f"{len(failed)} dead letters not published to {self._topic}")
         for rejected in batch:
             if rejected in failed:
                 log(logging.ERROR, "dead letter left for redelivery", eventId=rejected.event_id,

@@ -15,7 +15,7 @@ from google.cloud import firestore
 
 from pipeline import firestore_writes
 from pipeline.batching import BatchInBundle
-from pipeline.firestore_client import CONFLICT, FirestoreConfig, WriteFailed, backoff, with_retries
+from pipeline.firestore_client import CONFLICT, FirestoreConfig, FirestoreRpc, Unavailable, WriteFailed, backoff
 from pipeline.ledger import (
     SUBSCRIPTION,
     Decision,
@@ -37,6 +37,8 @@ from schemas.paynow import PUSH_SOURCE, SOURCE_ATTRIBUTE
 
 COMMITTED = "committed"
 DLQ = "dlq"
+RELEASE = "release"
+UNAVAILABLE = "unavailable"  # a transient fault outlasted its retries: released or retried, never dead-lettered
 STEP = "ApplyToLedger"
 MAX_WRITES_PER_COMMIT = 450  # Firestore allows 500; leave room
 EVENTS_PER_COMMIT = 50
@@ -106,9 +108,9 @@ class LedgerWriter:
         self._client = client
         self._config = config
         self._sleep = sleep
-        self._catalog = catalog or ProductCatalog(
-            lambda: with_retries(lambda: load_products(client), config.max_write_attempts, sleep),
-            config.product_refresh_seconds)
+        self._rpc = FirestoreRpc(config.region, config.max_write_attempts, sleep)
+        self._catalog = catalog or ProductCatalog(lambda: self._rpc.call(lambda: load_products(client)),
+                                                  config.product_refresh_seconds)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ledger-commit") if threads > 1 else None
         self._root = f"projects/{config.project}/databases/{config.database}/documents"
 
@@ -124,8 +126,7 @@ class LedgerWriter:
         for start in range(0, len(paths), READ_CHUNK):
             refs = [self._client.document(p) for p in paths[start:start + READ_CHUNK]]
             # retry=None: our own bounded, logged retries, not the client's silent ones
-            snaps = with_retries(lambda refs=refs: list(self._client.get_all(refs, timeout=10, retry=None)),
-                                 self._config.max_write_attempts, self._sleep)
+            snaps = self._rpc.call(lambda refs=refs: list(self._client.get_all(refs, timeout=10, retry=None)))
             found.update({s.reference.path: s for s in snaps})
         return found
 
@@ -172,7 +173,7 @@ class LedgerWriter:
         for uid, delta in deltas.items():
             writes.append(firestore_writes.increment(f"{root}/users/{uid}/wallet/points",
                                                      {"paidBalance": delta, "promoBalance": 0}, ("updatedAt",)))
-        with_retries(lambda: self._send(writes), self._config.max_write_attempts, self._sleep)
+        self._rpc.call(lambda: self._send(writes))
 
     def _send(self, writes: list[Any]) -> None:
         # The GAPIC call the client's WriteBatch makes, with the client's routing and emulator metadata.
@@ -242,6 +243,8 @@ class LedgerWriter:
         try:
             snaps = self._get_all([f"orders/{order_id(e.envelope)}" for _, e, cls in wave
                                    if acts_on_order(e.envelope, cls)])
+        except Unavailable as exc:
+            return {i: Applied(e, UNAVAILABLE, str(exc)) for i, e, _ in wave}
         except WriteFailed as exc:
             return {i: Applied(e, "write_failed", str(exc)) for i, e, _ in wave}
         pending = []
@@ -254,7 +257,9 @@ class LedgerWriter:
                 results[i] = Applied(event, "unmapped_product", str(exc))
             except InvalidEvent as exc:
                 results[i] = Applied(event, "drop_malformed", str(exc))
-            except WriteFailed as exc:  # the catalog could not be loaded
+            except Unavailable as exc:  # the catalog could not be loaded (yet)
+                results[i] = Applied(event, UNAVAILABLE, f"catalog: {exc}")
+            except WriteFailed as exc:
                 results[i] = Applied(event, "write_failed", f"catalog: {exc}")
         groups = self._groups(pending)
         done = (map(self._apply_group, groups) if self._pool is None or len(groups) == 1
@@ -268,6 +273,8 @@ class LedgerWriter:
             self._commit(group)
         except CONFLICT:  # an exact duplicate, a claimed key or a concurrent change: sort them out one by one
             return {p.index: self._apply_one(p.event) for p in group}
+        except Unavailable as exc:
+            return {p.index: Applied(p.event, UNAVAILABLE, str(exc)) for p in group}
         except WriteFailed as exc:
             return {p.index: Applied(p.event, "write_failed", str(exc)) for p in group}
         return {p.index: Applied(p.event, p.decision.status, p.decision.reason, p.decision) for p in group}
@@ -297,9 +304,12 @@ class LedgerWriter:
                 return Applied(event, decision.status, decision.reason, decision)
         except UnmappedProduct as exc:
             return Applied(event, "unmapped_product", str(exc))
+        except Unavailable as exc:
+            return Applied(event, UNAVAILABLE, str(exc))
         except WriteFailed as exc:
             return Applied(event, "write_failed", str(exc))
-        return Applied(event, "write_failed", f"preconditions kept failing after {RESOLVE_ROUNDS} rounds")
+        # Contention: another writer kept changing the order. Transient, so released, not dead-lettered.
+        return Applied(event, UNAVAILABLE, f"preconditions kept failing after {RESOLVE_ROUNDS} rounds")
 
 
 def load_products(client: firestore.Client) -> dict[str, Product]:
@@ -329,8 +339,18 @@ class _ApplyFn(beam.DoFn):
             log(logging.ERROR, "ledger commit crashed", error=repr(exc)[:500])
             results = [Applied(e, "write_failed", f"commit crashed: {exc!r}"[:500]) for e in batch]
         now = time.time()
+        unavailable = [r for r in results if r.status == UNAVAILABLE]
+        if unavailable and not self._config.release_transient:
+            # Native read (Dataflow): the message is checkpointed, so the bundle must fail and be retried; the
+            # idempotent commit absorbs what this bundle already committed.
+            raise Unavailable(f"{len(unavailable)} events: {unavailable[0].reason}"[:500])
         for result in results:
             event = result.event
+            if result.status == UNAVAILABLE:
+                log(logging.WARNING, "event released for redelivery", eventId=event.envelope["eventId"],
+                    reason=result.reason[:300], region=self._config.region)
+                yield beam.pvalue.TaggedOutput(RELEASE, event.message)
+                continue
             if result.status in DLQ_VERDICT:
                 yield beam.pvalue.TaggedOutput(DLQ, reject(event, DLQ_VERDICT[result.status], result.reason[:500],
                                                            STEP))
@@ -351,7 +371,8 @@ class _ApplyFn(beam.DoFn):
 
 
 class ApplyToLedger(beam.PTransform):
-    """Event (with uid if a credit unit) -> (`committed`: Message to acknowledge, `dlq`: Rejected)."""
+    """Event (with uid if a credit unit) -> (`committed`: Message to acknowledge, `dlq`: Rejected, `release`:
+    Message whose transient fault outlasted its retries, to hand back to Pub/Sub)."""
 
     def __init__(self, config: FirestoreConfig, events_per_batch: int = EVENTS_PER_BUNDLE_BATCH) -> None:
         super().__init__()
@@ -361,4 +382,4 @@ class ApplyToLedger(beam.PTransform):
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (events
                 | "Batch" >> beam.ParDo(BatchInBundle(self._events_per_batch))
-                | "Commit" >> beam.ParDo(_ApplyFn(self._config)).with_outputs(DLQ, main=COMMITTED))
+                | "Commit" >> beam.ParDo(_ApplyFn(self._config)).with_outputs(DLQ, RELEASE, main=COMMITTED))

@@ -20,7 +20,7 @@ from pipeline.gate import DecodeAndGate
 from pipeline.model import Event
 from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
-from pipeline.pubsub_io import AckingRead, Acknowledge, NativeRead, log_ready
+from pipeline.pubsub_io import AckingRead, Acknowledge, NativeRead, Release, log_ready
 from schemas import ordering_key
 
 ACKING_LOCAL_RUNNER = "FnApiRunner"
@@ -31,10 +31,19 @@ SinkFactory = Callable[[FirestoreConfig], beam.PTransform]
 def firestore_config(options: PipelineOptions) -> FirestoreConfig:
     ledger = options.view_as(LedgerOptions)
     return FirestoreConfig(project=options.view_as(GoogleCloudOptions).project,
+                           release_transient=resolved_read_mode(options) == "acking",
                            database=ledger.firestore_database, region=worker_region(options),
                            max_write_attempts=ledger.max_write_attempts,
                            product_refresh_seconds=ledger.product_refresh_seconds,
                            event_ttl_days=ledger.event_ttl_days)
+
+
+def _output(outputs: beam.pvalue.DoOutputsTuple, tag: str) -> beam.PCollection | None:
+    """A tagged output if the step declares it (a sink factory's stand-in may not release anything)."""
+    try:
+        return outputs[tag]
+    except (ValueError, KeyError, AttributeError):
+        return None
 
 
 def key_by_ordering_key(event: Event) -> tuple[str, Event]:
@@ -72,7 +81,8 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = N
     gated = messages | "DecodeAndGate" >> DecodeAndGate(ledger.min_compatible, region)
     deduped = (gated.valid
                | "KeyByOrderingKey" >> beam.Map(key_by_ordering_key).with_output_types(tuple[str, Any])
-               | "DedupeEventIds" >> DedupeEventIds(ledger.dedupe_ttl, region, with_timers=not acking))
+               | "DedupeEventIds" >> DedupeEventIds(ledger.dedupe_ttl, region,
+                                                    claims_subscription=ledger.subscription if acking else None))
     resolved = deduped.unique | "ResolveAccount" >> ResolveAccount(config)
     applied = resolved.resolved | "ApplyToLedger" >> sink(config)
     dead_letters = {"Gate": gated.dlq, "Resolve": resolved.dlq, "Apply": applied.dlq}
@@ -83,8 +93,14 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = N
     dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region,
                                                                      ledger.subscription if acking else None)
     if acking:
+        # DESIGN §3: acknowledged only once durable (committed, dead-lettered, found committed); everything else
+        # is handed back for redelivery. The dedupe's claims are settled by the first, forgotten by the second.
         ({"Duplicates": deduped.duplicate, "Committed": applied.committed, **dead}
          | "Acknowledge" >> Acknowledge(ledger.subscription))
+        released = {"InFlight": deduped.in_flight, "ResolveUnavailable": resolved.release,
+                    "ApplyUnavailable": _output(applied, "release")}
+        ({name: pcoll for name, pcoll in released.items() if pcoll is not None}
+         | "ReleaseForRedelivery" >> Release(ledger.subscription, region))
     return p
 
 

@@ -11,7 +11,8 @@ VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_c
 
 @dataclass(frozen=True)
 class Message:
-    """One Pub/Sub message; `ack_id` is set only by the acking read (the native read acks by itself)."""
+    """One Pub/Sub message; `ack_id` is set only by the acking read (the native read acks by itself), `claim`
+    only by its dedupe (the id Acknowledge settles and a release forgets)."""
 
     data: bytes
     attributes: dict[str, str]
@@ -19,6 +20,7 @@ class Message:
     message_id: str = ""
     ordering_key: str = ""
     ack_id: str | None = None
+    claim: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,16 @@ _SCHEMAS = prometheus_client.Counter(
     "paynow_schema_versions", "Envelopes seen by writer version and compatibility", ["region", "version", "compatible"],
     registry=_REGISTRY)
 
+_RPCS = prometheus_client.Counter(
+    "paynow_firestore_rpcs", "Firestore RPC attempts by result (success|error)", ["region", "result"],
+    registry=_REGISTRY)
+_THROTTLED = prometheus_client.Counter(
+    "paynow_firestore_throttled_seconds", "Seconds Firestore calls waited in the adaptive throttler", ["region"],
+    registry=_REGISTRY)
+_RELEASED = prometheus_client.Counter(
+    "paynow_pipeline_released", "Messages handed back to Pub/Sub for redelivery (transient fault or copy in flight)",
+    ["region", "reason"], registry=_REGISTRY)
+
 _server_lock = threading.Lock()
 _server_port: int | None = None
 
@@ -67,6 +77,21 @@ class RegionMetrics:
     def schema_version(self, version: int | str, compatible: bool) -> None:
         self._counter(f"schema_v{version}_{'compatible' if compatible else 'incompatible'}").inc()
         _SCHEMAS.labels(self.region, str(version), str(compatible).lower()).inc()
+
+    def rpc(self, success: bool) -> None:
+        """One Firestore RPC attempt (Beam's Datastore sink counts the same pair)."""
+        self._counter("firestoreRpcSuccesses" if success else "firestoreRpcErrors").inc()
+        _RPCS.labels(self.region, "success" if success else "error").inc()
+
+    def throttled(self, seconds: float) -> None:
+        """Time a Firestore call waited in the adaptive throttler: a brown-out shows here, not as backlog."""
+        self._counter("cumulativeThrottlingSeconds").inc(round(seconds))
+        _THROTTLED.labels(self.region).inc(seconds)
+
+    def released(self, reason: str, count: int = 1) -> None:
+        """Messages released for redelivery (never acked, never dead-lettered)."""
+        self._counter(f"released_{reason}").inc(count)
+        _RELEASED.labels(self.region, reason).inc(count)
 
     def latency(self, seconds: float) -> None:
         key = f"publish_to_commit_ms_{self.region}"

@@ -22,8 +22,9 @@ _FLAGS: dict[str, tuple[type, Any, str]] = {
     "dedupe_ttl": (int, 3600, "Seconds an eventId is remembered by the in-pipeline dedupe step."),
     "read_mode": (str, "auto", "Pub/Sub read step: acking (ack after commit), native (ReadFromPubSub), or auto "
                                "(native on DataflowRunner, acking otherwise)."),
-    "max_write_attempts": (int, 5, "Attempts for a Firestore write on transient errors before the event goes "
-                                   "to the DLQ as write_failed."),
+    "max_write_attempts": (int, 5, "Attempts (with backoff and adaptive throttling) for a Firestore call on "
+                                   "transient errors before the event is released for redelivery (acking read) "
+                                   "or its bundle retried (Dataflow); transient errors are never dead-lettered."),
     "product_refresh_seconds": (int, 60, "Seconds between refreshes of the cached product catalog."),
     "event_ttl_days": (int, 30, "Days until a webhookEvents document expires (its expiresAt field)."),
     "metrics_port": (int, 0, "If > 0, serve Prometheus metrics on 127.0.0.1:PORT in each worker process."),

@@ -15,8 +15,9 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from google.cloud import pubsub_v1
 
 from pipeline.batching import BatchInBundle
+from pipeline.dedupe import claims_for
 from pipeline.model import Message
-from pipeline.observability import log
+from pipeline.observability import RegionMetrics, log
 
 DEFAULT_ACK_DEADLINE = 60
 MAX_PULL = 1000
@@ -24,6 +25,7 @@ PULL_BUDGET_SECONDS = 0.2
 MAX_IN_FLIGHT = 5000
 ACK_CHUNK = 2500
 PULL_INTERVAL = 0.05
+RELEASE_DELAY = 5  # seconds until a released message is redelivered: a pause, not a spin, while a fault lasts
 
 
 def _millis(value: Any) -> int:
@@ -65,6 +67,18 @@ class Leases:
     def release(self, ack_ids: Iterable[str]) -> None:
         with self._lock:
             self._ids.difference_update(ack_ids)
+
+    def hand_back(self, ack_ids: list[str], delay: int = RELEASE_DELAY) -> None:
+        """Stop extending these leases and ask for redelivery in `delay` seconds (a nack when 0)."""
+        self.release(ack_ids)
+        client = self._client or pubsub_v1.SubscriberClient()
+        for start in range(0, len(ack_ids), ACK_CHUNK):
+            try:
+                client.modify_ack_deadline(request={
+                    "subscription": self.subscription, "ack_ids": ack_ids[start:start + ACK_CHUNK],
+                    "ack_deadline_seconds": delay}, timeout=10)
+            except Exception as exc:  # not extended any more: redelivered when the current deadline lapses
+                log(logging.WARNING, "handing leases back failed", error=repr(exc)[:300])
 
     def return_all(self) -> int:
         """Give every in-flight message back for immediate redelivery (ack deadline 0); returns how many."""
@@ -216,6 +230,10 @@ class _AckFn(beam.DoFn):
         self._leases = leases_for(self._subscription)
 
     def process(self, batch: list[Message]) -> None:
+        # Settled before the ack: each message here is durable (committed, dead-lettered, or found committed),
+        # so a copy arriving from now on may be dropped (DESIGN §3). An ack that fails then means a redelivery,
+        # which the settled claim acks.
+        claims_for(self._subscription).settle(m.claim for m in batch if m.claim)
         ack_ids = [m.ack_id for m in batch if m.ack_id]
         for start in range(0, len(ack_ids), ACK_CHUNK):
             chunk = ack_ids[start:start + ACK_CHUNK]
@@ -247,4 +265,39 @@ class Acknowledge(beam.PTransform):
         return {name: (messages
                        | f"Batch{name}" >> beam.ParDo(BatchInBundle(ACK_CHUNK))
                        | f"Ack{name}" >> beam.ParDo(_AckFn(self._subscription)))
+                for name, messages in sources.items()}
+
+
+class _ReleaseFn(beam.DoFn):
+    def __init__(self, subscription: str, region: str, reason: str) -> None:
+        self._subscription = subscription
+        self._region = region
+        self._reason = reason
+
+    def setup(self) -> None:
+        self._leases = leases_for(self._subscription)
+        self._metrics = RegionMetrics(self._region)
+
+    def process(self, batch: list[Message]) -> None:
+        # Forgotten before the hand-back, so the redelivered copy passes the dedupe again.
+        claims_for(self._subscription).forget(m.claim for m in batch if m.claim)
+        self._leases.hand_back([m.ack_id for m in batch if m.ack_id])
+        self._metrics.released(self._reason, len(batch))
+
+
+class Release(beam.PTransform):
+    """Hand messages whose fate is not durable back to Pub/Sub for redelivery: never acked, never dead-lettered.
+
+    Takes {reason: Message}: a copy of an event still in flight, a transient fault that outlasted its retries.
+    """
+
+    def __init__(self, subscription: str, region: str) -> None:
+        super().__init__()
+        self._subscription = subscription
+        self._region = region
+
+    def expand(self, sources: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        return {name: (messages
+                       | f"Batch{name}" >> beam.ParDo(BatchInBundle(ACK_CHUNK))
+                       | f"Release{name}" >> beam.ParDo(_ReleaseFn(self._subscription, self._region, name)))
                 for name, messages in sources.items()}

@@ -223,9 +223,34 @@ def test_transient_errors_are_retried_then_reported(writer: LedgerWriter, firest
 
     monkeypatch.setattr(LedgerWriter, "_send", down)
     results = writer.apply([event(f.order("e2", "o2", [(f.P20, 1)])), event(f.order("e3", "o3", [(f.P20, 1)]))])
-    assert statuses(results) == ["write_failed", "write_failed"]
+    # transient is not dead (DESIGN §3): released for redelivery, never write_failed
+    assert statuses(results) == ["unavailable", "unavailable"]
     assert "ServiceUnavailable after 3 attempts" in results[0].reason
     assert wallet(firestore_db, "u1") == 20 and not firestore_db.document("webhookEvents/e2").get().exists
+
+
+@pytest.mark.parametrize("error", [gexc.InvalidArgument("bad"), gexc.PermissionDenied("no")])
+def test_a_permanent_refusal_is_write_failed_at_once(writer: LedgerWriter, firestore_db: firestore.Client,
+                                                     monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    calls = []
+
+    def refuse(self: LedgerWriter, writes: list[Any]) -> None:
+        calls.append(1)
+        raise error
+
+    monkeypatch.setattr(LedgerWriter, "_send", refuse)
+    results = writer.apply([event(f.order("e1", "o1", [(f.P20, 1)]))])
+    assert statuses(results) == ["write_failed"] and type(error).__name__ in results[0].reason
+    assert len(calls) == 1  # retrying cannot fix it
+
+
+def test_contention_that_outlasts_its_rounds_is_unavailable_not_write_failed(
+        writer: LedgerWriter, firestore_db: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def contended(self: LedgerWriter, writes: list[Any]) -> None:
+        raise gexc.FailedPrecondition("the order changed")
+
+    monkeypatch.setattr(LedgerWriter, "_send", contended)
+    assert statuses(writer.apply([event(f.order("e1", "o1", [(f.P20, 1)]))])) == ["unavailable"]
 
 
 def test_product_catalog_loads_from_firestore_and_refreshes(firestore_db: firestore.Client) -> None:

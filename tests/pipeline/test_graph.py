@@ -54,13 +54,14 @@ def inspect(p: beam.Pipeline) -> _Inspect:
     return visitor
 
 
-def test_acking_graph_has_every_step_acks_and_uses_state_without_timers() -> None:
+def test_acking_graph_has_every_step_acks_and_releases_and_has_no_timers() -> None:
     topo = Topology(project="paynow-test")
     p = build_pipeline(parse_options(flags(topo)))
     seen = inspect(p)
     assert [s for s in seen.top if s in STEPS] == STEPS
-    assert "Acknowledge" in seen.top and "CollectDeadLetters" not in seen.top
-    assert seen.state == 1 and seen.timers == 0  # DESIGN §3 trap: no timers next to PeriodicImpulse
+    assert {"Acknowledge", "ReleaseForRedelivery"} <= set(seen.top) and "CollectDeadLetters" not in seen.top
+    # DESIGN §3 trap: no timers next to PeriodicImpulse; the dedupe's memory is the claims Acknowledge settles
+    assert seen.state == 0 and seen.timers == 0
     assert p.options.view_as(beam.options.pipeline_options.StandardOptions).runner == "FnApiRunner"
 
 
@@ -81,14 +82,14 @@ def test_native_graph_for_dataflow_has_the_timer_dedupe_and_no_ack_step() -> Non
 
 def _fail_me(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits touching webhookEvents/fail-me fail: in a batch as a precondition (forcing one-by-one), alone as
-    Unavailable (so it exhausts its attempts)."""
+    InvalidArgument (a permanent refusal: write_failed)."""
     real_send = LedgerWriter._send
 
     def send(self: LedgerWriter, writes: list[Any]) -> None:
         names = [w.update.name for w in writes]  # a create is an update with exists=false
         if any(n.endswith("webhookEvents/fail-me") for n in names):
             events = [n for n in names if "/webhookEvents/" in n]
-            raise gexc.AlreadyExists("forced") if len(events) > 1 else gexc.ServiceUnavailable("forced")
+            raise gexc.AlreadyExists("forced") if len(events) > 1 else gexc.InvalidArgument("forced")
         real_send(self, writes)
 
     monkeypatch.setattr(LedgerWriter, "_send", send)

@@ -111,9 +111,12 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
     doc = firestore_db.document("webhookEvents/e-u2").get().to_dict()
     assert doc["region"] == "europe-west1" and doc["workerRegion"] == "us-central1" and doc["uid"] == "u2"
     assert doc["orderingKey"] == "customer:c-mapped" and doc["processedAt"] > doc["publishedAt"]
-    assert sum(totals.values()) == 20 and totals["dlq"] == 4 and totals["ignored"] == 3 and totals["duplicate"] >= 3
+    # Each of the 20 messages ends once, except that a copy of an event in flight is released, not acked (DESIGN
+    # §3), and Pub/Sub then redelivers it and the later messages of its ordering key: more `duplicate` outcomes.
+    assert sum(totals.values()) - totals["duplicate"] == 17
+    assert totals["dlq"] == 4 and totals["ignored"] == 3 and totals["duplicate"] >= 3
     assert verdicts == {"unmapped_customer": 1, "unmapped_product": 1, "drop_incompatible": 1, "drop_malformed": 1}
-    assert versions == {"4": 18, "unknown": 1}
+    assert versions.keys() == {"4", "unknown"} and versions["4"] >= 18 and versions["unknown"] == 1  # (redeliveries)
     assert latency_count == {"us-central1": 15}  # every commit (the dedupe's drop is not one)
     assert log.count('"message": "pipeline ready"') == 1 and '"message": "event committed"' in log
     committed = [json.loads(line) for line in log.splitlines() if '"message": "event committed"' in line]
@@ -156,7 +159,7 @@ def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, st
     try:
         db = firestore.Client(project=topo.project)
         seed_products(db)
-        with PipelineProcess(topo, "--max_write_attempts", "12", log_dir=tmp_path, env=env) as pipe:
+        with PipelineProcess(topo, log_dir=tmp_path, env=env) as pipe:  # default settings (DESIGN §3)
             client = publisher()
             publish_payloads(client, topo.topic, [f.order("warm", "warm", [(f.P20, 1)], uid="w")])
             assert wait_until(lambda: wallet(db, "w") == 20, 30)
@@ -165,6 +168,7 @@ def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, st
                         for n in range(30)]
             publish_payloads(client, topo.topic, payloads)
             assert wait_until(lambda: "firestore call failed, retrying" in pipe.log(), 30), pipe.log()[-3000:]
+            time.sleep(10)  # connection refused for 10 s: far past 5 attempts of 0.2-1.6 s backoff
             store = emulators.start("firestore", port=port, log_dir=tmp_path)
             db = firestore.Client(project=topo.project)
             assert wait_until(lambda: db.collection("webhookEvents").count().get()[0][0].value == 30, 90), \
