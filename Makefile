@@ -4,13 +4,16 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench install system-deps lint demo drill cloud-check flex-template clean
+.PHONY: run test test-fast bench install system-deps lint demo drill cloud-check flex-template clean
 
 run: install system-deps
 	$(VENV)/bin/paynow up
 
 test: install system-deps
 	$(PY) -m pytest
+
+test-fast: install  # no emulator, no process: under a minute
+	PAYNOW_TEST_TIER=fast $(PY) -m pytest -m "not integration" -q
 
 demo: install system-deps
 	$(VENV)/bin/paynow demo
