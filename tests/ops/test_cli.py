@@ -37,7 +37,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     (["fly"], "invalid choice: 'fly'"),
     (["traffic", "--rate", "0"], "--rate: must be positive, got 0"),
     (["traffic", "--duration", "soon"], "'soon' is not a number"),
-    (["drill", "chaos"], "invalid choice: 'chaos'"),
+    (["drill", "meteor"], "invalid choice: 'meteor'"),
     (["drill", "happy", "--duration", "-5"], "must be positive"),
     (["dlq"], "required: ACTION"),
     (["dlq", "list", "--verdict", "nope"], "invalid choice: 'nope'"),
