@@ -43,15 +43,20 @@ def _set(target: Any, value: Any) -> None:
         raise TypeError(f"no Firestore encoding for {type(value).__name__}")
 
 
-def create(name: str, fields: Mapping[str, Any], server_time: tuple[str, ...] = ()) -> Any:
-    """Create `name` with `fields` (fails with AlreadyExists if it exists); `server_time` fields get the commit time."""
-    pb = _Write(current_document=_Precondition(exists=False))
+def _whole(precondition: Any, name: str, fields: Mapping[str, Any], server_time: tuple[str, ...]) -> Any:
+    """Write `name` whole under `precondition`; `server_time` fields get the commit time."""
+    pb = _Write(current_document=precondition)
     pb.update.name = name
     for key, value in fields.items():
         _set(pb.update.fields[key], value)
     for field in server_time:
         pb.update_transforms.append(_Transform(field_path=field, set_to_server_value=_REQUEST_TIME))
     return pb
+
+
+def create(name: str, fields: Mapping[str, Any], server_time: tuple[str, ...] = ()) -> Any:
+    """Create `name` with `fields` (fails with AlreadyExists if it exists); `server_time` fields get the commit time."""
+    return _whole(_Precondition(exists=False), name, fields, server_time)
 
 
 def replace_if_unchanged(name: str, fields: Mapping[str, Any], update_time: Any | None,
@@ -60,13 +65,7 @@ def replace_if_unchanged(name: str, fields: Mapping[str, Any], update_time: Any 
     absent when `update_time` is None (fails with FailedPrecondition / AlreadyExists otherwise)."""
     if update_time is None:
         return create(name, fields, server_time)
-    pb = _Write(current_document=_Precondition(update_time=update_time))
-    pb.update.name = name
-    for key, value in fields.items():
-        _set(pb.update.fields[key], value)
-    for field in server_time:
-        pb.update_transforms.append(_Transform(field_path=field, set_to_server_value=_REQUEST_TIME))
-    return pb
+    return _whole(_Precondition(update_time=update_time), name, fields, server_time)
 
 
 def increment(name: str, increments: Mapping[str, int], server_time: tuple[str, ...] = ()) -> Any:
