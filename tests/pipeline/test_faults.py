@@ -139,7 +139,10 @@ def test_a_20_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_l
 def test_a_90_second_firestore_freeze_ends_all_committed_once_and_nothing_dead_lettered(
         emulator_hosts: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = brown_out(90, 2, tmp_path, monkeypatch)
-    assert figures["throttled_seconds"] > 0  # visible as throttling (p ≥ 1/2 per attempt after a failure)
+    # Visible in the RPC counters. Throttled seconds are reported too but not asserted: the adaptive throttler
+    # refuses with a probability (>= 1/2 per attempt after a failure), and one CI run saw 0 s (another 7 s).
+    assert figures["rpc_errors"] > 0
+    print(f"90 s freeze: {figures}")
 
 
 def dead_letters(topo: Topology, expected: int, timeout: float = 30) -> list[tuple[str, bytes]]:
