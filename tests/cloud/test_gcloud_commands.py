@@ -58,27 +58,20 @@ def _segment(text: str, start: int) -> str:
     i = start
     while i < len(text):
         ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif quote == '"' and text.startswith("$(", i):
-                depth, i = 1, i + 2
-                while i < len(text) and depth:
-                    depth += {"(": 1, ")": -1}.get(text[i], 0)
-                    i += 1
-                out.append("X")
-                continue
-            out.append(ch)
-        elif ch in "'\"":
-            quote = ch
-            out.append(ch)
-        elif text.startswith("$(", i):
+        if quote != "'" and text.startswith("$(", i):  # substituted outside quotes and inside double quotes
             depth, i = 1, i + 2
             while i < len(text) and depth:
                 depth += {"(": 1, ")": -1}.get(text[i], 0)
                 i += 1
             out.append("X")
             continue
+        if quote:
+            if ch == quote:
+                quote = ""
+            out.append(ch)
+        elif ch in "'\"":
+            quote = ch
+            out.append(ch)
         elif ch in "|;&)\n`" or (ch == "#" and (not out or out[-1].isspace())):
             break
         else:
