@@ -22,7 +22,7 @@ drill: install system-deps
 	$(VENV)/bin/paynow drill all
 
 bench: install system-deps
-	$(PY) -m ops.bench
+	$(PY) -m ops.load.bench
 
 cloud-check: install
 	$(PY) -m pytest tests/cloud -q

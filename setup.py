@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["schemas", "schemas.*", "ingress", "ingress.*", "pipeline",
                                     "pipeline.*", "ops", "ops.*"]),
     package_data={"schemas": ["avro/*.avsc", "vendor/paynow/*"],
-                  "ops": ["*.cfg", "*.json", "consoles/*.html", "consoles/lib/*"]},
+                  "ops.local": ["*.cfg", "consoles/*.html", "consoles/lib/*"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         "google-cloud-firestore>=2.16,<3",

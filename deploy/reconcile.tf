@@ -59,7 +59,7 @@ resource "google_pubsub_topic_iam_member" "reconcile_publish" {
   member = "serviceAccount:${google_service_account.reconcile.email}"
 }
 
-# peeking the DLQ pulls without acking and hands the messages back (ops/dlq.py peek/release)
+# peeking the DLQ pulls without acking and hands the messages back (ops/admin/dlq.py peek/release)
 resource "google_pubsub_subscription_iam_member" "reconcile_dlq_peek" {
   subscription = google_pubsub_subscription.dlq_inspect.id
   role         = "roles/pubsub.subscriber"

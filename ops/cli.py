@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ops.topology import DEFAULT_PROJECT, Topology
+from ops.local.topology import DEFAULT_PROJECT, Topology
 
 VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_customer", "unmapped_product",
             "write_failed")
@@ -58,7 +58,7 @@ def _existing_file(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ops.drills import NAMES, NORMAL_RATE, ORDER
+    from ops.load.drills import NAMES, NORMAL_RATE, ORDER
 
     parser = argparse.ArgumentParser(
         prog="paynow", description="PayNow ledger operations: local two-region stack, traffic, audit, DLQ, drills.",
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stack_info(required: bool) -> dict[str, Any] | None:
     """The running stack's stack.json (pointing this process at its emulators), if there is one."""
-    from ops.stack import STACK_FILE, StackError, home, read_info, supervisor_alive, use_emulators
+    from ops.local.stack import STACK_FILE, StackError, home, read_info, supervisor_alive, use_emulators
 
     info = read_info(home() / STACK_FILE)
     if info and supervisor_alive(info):
@@ -202,7 +202,7 @@ def _topology(project: str | None) -> tuple[Topology, dict[str, Any] | None]:
 
 
 def _running_project() -> str | None:
-    from ops.stack import STACK_FILE, home, read_info
+    from ops.local.stack import STACK_FILE, home, read_info
 
     info = read_info(home() / STACK_FILE)
     return info.get("project") if info else None
@@ -212,7 +212,7 @@ def _running_project() -> str | None:
 def _terminate_on_sigterm() -> Iterator[None]:
     """SIGTERM (`paynow down`) and SIGHUP (closed terminal) unwind like Ctrl-C, so every `finally` stops what it
     started; once unwinding, further signals are ignored so a second Ctrl-C cannot leave orphans behind."""
-    from ops.stack import STOP_SIGNALS, shield_from_signals
+    from ops.local.stack import STOP_SIGNALS, shield_from_signals
 
     def handler(signum: int, frame: Any) -> None:
         shield_from_signals()
@@ -226,8 +226,8 @@ def _terminate_on_sigterm() -> Iterator[None]:
 
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
-    from ops import status
-    from ops.stack import Config, Process, Stack, shield_from_signals
+    from ops.local import status
+    from ops.local.stack import Config, Process, Stack, shield_from_signals
 
     stack = Stack(Config(project=args.project))
     with _terminate_on_sigterm():
@@ -269,7 +269,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_down(args: argparse.Namespace, console: Console) -> int:
-    from ops.stack import down
+    from ops.local.stack import down
 
     stopped = down()
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -277,7 +277,7 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    from ops import status
+    from ops.local import status
 
     info = _stack_info(required=True)
     assert info is not None
@@ -297,9 +297,9 @@ def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
 
     from google.cloud import firestore
 
-    from ops import traffic
-    from ops.catalog import map_customer
-    from ops.stack import home
+    from ops.admin.catalog import map_customer
+    from ops.load import traffic
+    from ops.local.stack import home
 
     info = _stack_info(required=args.target is None)
     target = args.target or (info or {}).get("target")
@@ -338,7 +338,8 @@ def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
 def cmd_audit(args: argparse.Namespace, console: Console) -> int:
     from google.cloud import firestore
 
-    from ops import audit, traffic
+    from ops.admin import audit
+    from ops.load import traffic
 
     info = _stack_info(required=False) if args.project is None or args.project == _running_project() else None
     project = args.project or (info or {}).get("project")
@@ -366,7 +367,7 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
-    from ops import dlq
+    from ops.admin import dlq
 
     topology, _ = _topology(args.project)
     subscription = args.subscription or topology.dlq_subscription
@@ -403,7 +404,7 @@ def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
     result = dlq.replay(subscription=subscription, topic=topic, flt=flt, limit=args.limit, dry_run=args.dry_run)
     verb = "would replay" if args.dry_run else "replayed"
     if args.traffic_log and result.replayed and not args.dry_run:
-        from ops.traffic import append_log
+        from ops.load.traffic import append_log
 
         append_log(args.traffic_log, {"kind": "replay", "eventIds": [x.event_id for x in result.replayed]})
     console.print(dlq.table(result.replayed, title=f"{verb} {len(result.replayed)} onto {topic}"))
@@ -417,8 +418,8 @@ def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
 def cmd_drill(args: argparse.Namespace, console: Console) -> int:
     import uuid
 
-    from ops.drills import ORDER, run_drills
-    from ops.stack import Config, Stack, StackError, shield_from_signals
+    from ops.load.drills import ORDER, run_drills
+    from ops.local.stack import Config, Stack, StackError, shield_from_signals
 
     names = list(ORDER) if args.name == "all" else [args.name]
     try:
@@ -446,7 +447,7 @@ def cmd_drill(args: argparse.Namespace, console: Console) -> int:
 def cmd_seed(args: argparse.Namespace, console: Console) -> int:
     from google.cloud import firestore
 
-    from ops.catalog import CatalogError, load_catalog, map_customer, seed_products
+    from ops.admin.catalog import CatalogError, load_catalog, map_customer, seed_products
 
     topology, _ = _topology(args.project)
     try:
@@ -459,7 +460,7 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
         for customer, uid in args.map:
             map_customer(db, customer, uid)
             if args.traffic_log:
-                from ops.traffic import append_log
+                from ops.load.traffic import append_log
 
                 append_log(args.traffic_log, {"kind": "mapping", "customerId": customer, "uid": uid})
     finally:
@@ -469,7 +470,7 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from ops.demo import run
+    from ops.load.demo import run
 
     with _terminate_on_sigterm():
         return run(console)
@@ -496,9 +497,9 @@ COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "traffic": cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ops.emulators import EmulatorUnavailable
-    from ops.haproxy import HAProxyError
-    from ops.stack import StackError
+    from ops.local.emulators import EmulatorUnavailable
+    from ops.local.haproxy import HAProxyError
+    from ops.local.stack import StackError
 
     parser = build_parser()
     args = parser.parse_args(argv)

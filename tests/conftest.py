@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from google.cloud import firestore
 
-from ops import emulators
-from ops.catalog import seed_products
-from ops.topology import Topology
+from ops.admin.catalog import seed_products
+from ops.local import emulators
+from ops.local.topology import Topology
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def firestore_db(topology: Topology) -> Iterator[firestore.Client]:
 PROCESS_MODULES = frozenset({
     "tests.cloud.test_dataflow_graph", "tests.cloud.test_gcloud_commands", "tests.cloud.test_provider_schema",
     "tests.cloud.test_templates", "tests.ingress.test_main", "tests.ingress.test_pubsub_integration",
-    "tests.ops.test_haproxy", "tests.prometheus.test_rules", "tests.test_emulators",
+    "tests.ops.local.test_haproxy", "tests.prometheus.test_rules", "tests.ops.local.test_emulators",
 })
 """Modules whose tests start processes (gcloud, terraform, haproxy, promtool, bash, python -m ...) without an
 emulator fixture; the guard below names any test that should be listed here."""

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from google.cloud import firestore, pubsub_v1
 
-from ops.emulators import free_port
-from ops.signing import signed_headers
-from ops.stack import Process
-from ops.topology import Topology
+from ops.local.emulators import free_port
+from ops.local.stack import Process
+from ops.local.topology import Topology
 from schemas import deliveries, encode_legacy
+from schemas.signing import signed_headers
 
 SECRET = "whsec_end_to_end"
 REGION = "europe-west1"

@@ -87,7 +87,7 @@ class FirestoreLedger:
     def dead_letters(self) -> dict[str, str]:
         if not self.dlq_subscription:
             return {}
-        from ops import dlq
+        from ops.admin import dlq
 
         return {x.event_id: x.verdict for x in dlq.inspect(self.dlq_subscription) if x.event_id}
 
@@ -398,7 +398,7 @@ def run_command(args: argparse.Namespace, console: Console, stack_info: Mapping[
     """`paynow reconcile` / the Cloud Run job: 0 when nothing is left missing, 1 otherwise."""
     from google.cloud import firestore
 
-    from ops.topology import Topology
+    from ops.local.topology import Topology
 
     settings = settings_from(args, stack_info)
     topology = Topology(project=settings.project)

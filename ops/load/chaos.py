@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ops import audit
-from ops.catalog import KNOWN_PRODUCTS, map_customer
+from ops.admin import audit
+from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
 from ops.load.ledger_model import LedgerModel
-from ops.signing import signed_headers
 from schemas import deliveries
+from schemas.signing import signed_headers
 
 if TYPE_CHECKING:
-    from ops.drills import Drills, Result
+    from ops.load.drills import Drills, Result
 
 DEFAULT_RATE = 20.0  # webhooks/s: the stack, two pipelines and both emulators share a small machine
 FREEZE_SECONDS = (8.0, 25.0)
@@ -158,7 +158,7 @@ async def _send(drills: Drills, mix: ChaosMix, rate: float, duration: float) -> 
 
 async def _faults(drills: Drills, rng: random.Random, duration: float, log: list[str]) -> None:
     """Each fault at its own random time in the middle of the traffic; every freeze is thawed whatever happens."""
-    from ops.stack import PRIMARY
+    from ops.local.stack import PRIMARY
 
     def at(offset: float, what: str) -> None:
         log.append(f"{offset:5.1f} s  {what}")
@@ -203,7 +203,7 @@ def _firestore_wallets(drills: Drills, uids: set[str]) -> dict[str, int]:
 def drill_chaos(drills: Drills, result: Result) -> None:
     """Traffic through the LB with the four faults; then 0 lost, 0 double-credited, 0 transient faults in the DLQ,
     and the model's wallets equal Firestore's."""
-    from ops import dlq as dlq_tools
+    from ops.admin import dlq as dlq_tools
 
     duration = drills.duration if drills.duration is not None else 90.0
     rate = drills.rate if drills.rate is not None else DEFAULT_RATE

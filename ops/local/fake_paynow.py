@@ -191,7 +191,7 @@ def order_from_body(body: Mapping[str, Any], store_id: str, created_ms: int, sta
 
 
 def from_traffic_record(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """`add_delivery` arguments for one traffic-generator record (ops/traffic.py `send_webhook`), or None.
+    """`add_delivery` arguments for one traffic-generator record (ops/load/traffic.py `send_webhook`), or None.
 
     Only webhooks carry a delivery; legacy publishes never went through PayNow. 2xx -> success; anything else is
     what the generator (playing PayNow) ended with after its retries: failed. A connection error has no status:
@@ -354,8 +354,8 @@ def start_in_stack(stack: Any, timeout: float = 30.0) -> dict[str, str]:
 
     import httpx
 
-    from ops.emulators import LOOPBACK, free_port
-    from ops.stack import Process, StackError
+    from ops.local.emulators import LOOPBACK, free_port
+    from ops.local.stack import Process, StackError
 
     port = free_port()
     api_key = "pnapi_local_" + secrets.token_urlsafe(18)

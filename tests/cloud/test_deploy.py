@@ -7,7 +7,7 @@ from typing import Any
 
 import fastavro
 
-from ops.topology import Topology
+from ops.local.topology import Topology
 from schemas import codec, deliveries, encode_envelope, envelope_from_payload
 
 from .terraform import DEPLOY, block, load

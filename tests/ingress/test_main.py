@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from ops.emulators import free_port
-from ops.topology import Topology
+from ops.local.emulators import free_port
+from ops.local.topology import Topology
 from tests.ingress.conftest import BASE_ENV, WEBHOOK, order_body, signed_headers
 from tests.ingress.test_pubsub_integration import pull
 

@@ -11,8 +11,8 @@ from google.cloud import pubsub_v1
 from starlette.testclient import TestClient
 
 from ingress import create_app
-from ops import emulators
-from ops.topology import Topology
+from ops.local import emulators
+from ops.local.topology import Topology
 from schemas import decode_envelope
 from tests.ingress.conftest import WEBHOOK, make_settings, order_body, signed_headers
 

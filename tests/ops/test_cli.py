@@ -8,7 +8,7 @@ import pytest
 from google.cloud import firestore
 
 from ops import cli
-from ops.topology import Topology
+from ops.local.topology import Topology
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +101,7 @@ def test_seed_defaults_to_the_known_paynow_products_and_can_record_mappings_for_
     db = firestore.Client(project=topology.project)
     products = {doc.id: doc.to_dict() for doc in db.collection("products").stream()}
     db.close()
-    # the spec's catalog, written out here rather than read from ops.catalog
+    # the spec's catalog, written out here rather than read from ops.admin.catalog
     assert {p: (d["points"], d["kind"], d["active"]) for p, d in products.items()} == {
         "459935272365195264": (20, "one_time", True), "458255405240287232": (50, "one_time", True),
         "458255787102310400": (150, "one_time", True), "458256188073574400": (500, "one_time", True),

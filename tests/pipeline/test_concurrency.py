@@ -7,9 +7,9 @@ from typing import Any
 
 from google.cloud import firestore
 
-from ops.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
+from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.load.ledger_model import LedgerModel
-from ops.topology import Topology
+from ops.local.topology import Topology
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
 

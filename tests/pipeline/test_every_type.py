@@ -5,7 +5,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from ops.topology import Topology
+from ops.local.topology import Topology
 from pipeline.firestore_client import FirestoreConfig
 from pipeline.firestore_sink import LedgerWriter
 from pipeline.ledger import needs_uid

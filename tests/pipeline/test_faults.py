@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore, pubsub_v1
 
-from ops import emulators
-from ops.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
-from ops.catalog import seed_products
-from ops.emulators import free_port
-from ops.topology import Topology
+from ops.admin.catalog import seed_products
+from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
+from ops.local import emulators
+from ops.local.emulators import free_port
+from ops.local.topology import Topology
 from schemas import decode_dlq_record
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state

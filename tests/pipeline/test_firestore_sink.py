@@ -9,7 +9,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from ops.topology import Topology
+from ops.local.topology import Topology
 from pipeline.firestore_client import FirestoreConfig
 from pipeline.firestore_sink import LedgerWriter, ProductCatalog, load_products
 from pipeline.ledger import Product

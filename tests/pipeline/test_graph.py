@@ -14,8 +14,8 @@ from apache_beam.transforms import userstate
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
-from ops.catalog import map_customer
-from ops.topology import Topology
+from ops.admin.catalog import map_customer
+from ops.local.topology import Topology
 from pipeline.firestore_sink import LedgerWriter
 from pipeline.main import build_pipeline, parse_options
 from schemas import decode_dlq_record, encode_legacy

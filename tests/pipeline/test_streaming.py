@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from ops import emulators
-from ops.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
-from ops.catalog import map_customer, seed_products
-from ops.emulators import free_port
-from ops.topology import Topology
+from ops.admin.catalog import map_customer, seed_products
+from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
+from ops.local import emulators
+from ops.local.emulators import free_port
+from ops.local.topology import Topology
 from pipeline import recycle
 from schemas import encode_legacy
 from tests.pipeline import factories as f
@@ -87,7 +87,7 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
             ("unmapped_customer", "ResolveAccount", "e-nobody"), ("unmapped_product", "ApplyToLedger", "e-404"),
             ("drop_incompatible", "DecodeAndGate", None), ("drop_malformed", "DecodeAndGate", None)}
         assert wait_until(lambda: sum(metric_totals(port).values()) >= 18, 20)
-        # The operator maps the customer and replays the dead letter (as ops.dlq does: same bytes, attributes
+        # The operator maps the customer and replays the dead letter (as ops.admin.dlq does: same bytes, attributes
         # and ordering key, plus replayedAt): the dedupe that saw its first attempt must let it through.
         map_customer(firestore_db, "c-unknown", "u3")
         replay = f.message(f.order("e-nobody", "o5", [(f.P50, 1)], customer="c-unknown", uid=None))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ops import prometheus
+from ops.local import prometheus
 
 HERE = Path(__file__).resolve().parent
 UNIT_TESTS = HERE / "rules_test.yml"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ops import prometheus
-from ops.stack import PRIMARY, SECONDARY, Config, Stack
+from ops.local import prometheus
+from ops.local.stack import PRIMARY, SECONDARY, Config, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420),
               pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]

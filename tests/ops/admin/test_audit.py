@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from ops import audit
-from ops.traffic import Context
+from ops.admin import audit
+from ops.load.traffic import Context
 from schemas import deliveries
 
 NOW = int(time.time() * 1000)

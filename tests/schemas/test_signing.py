@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from ingress.signature import SignatureError, verify
-from ops.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, new_secret, signature, signed_headers
+from schemas.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, new_secret, signature, signed_headers
 
 
 def test_signature_is_base64_hmac_sha256_of_timestamp_dot_body() -> None:

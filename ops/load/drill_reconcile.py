@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-from ops import audit
+from ops.admin import audit
 from ops.admin import reconcile as rc
+from ops.admin.catalog import KNOWN_PRODUCTS
 from ops.admin.paynow_api import ManagementApi
-from ops.catalog import KNOWN_PRODUCTS
 from ops.load.ledger_model import LedgerModel
 from ops.local.fake_paynow import management_event
 

@@ -6,8 +6,8 @@ import time
 import pytest
 from google.cloud import pubsub_v1
 
-from ops import dlq
-from ops.topology import Topology
+from ops.admin import dlq
+from ops.local.topology import Topology
 from schemas import (
     deliveries,
     encode_dlq_record,

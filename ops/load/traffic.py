@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
-from ops.catalog import KNOWN_PRODUCTS, points
-from ops.signing import signed_headers
-from ops.status import percentile
+from ops.admin.catalog import KNOWN_PRODUCTS, points
+from ops.local.status import percentile
 from schemas import deliveries, encode_legacy
+from schemas.signing import signed_headers
 
 ONE_TIME = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "one_time")
 SUBSCRIPTIONS = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "subscription")

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ops import audit, cli, drills
-from ops.stack import Config, Stack, process_start_time
+from ops import cli
+from ops.admin import audit
+from ops.load import drills
+from ops.local.stack import Config, Stack, process_start_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]

@@ -16,14 +16,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ops import audit, dlq, prometheus, status, traffic
-from ops.catalog import KNOWN_PRODUCTS, map_customer
-from ops.catalog import points as points_of
-from ops.signing import signed_headers
-from ops.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
+from ops.admin import audit, dlq
+from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
+from ops.admin.catalog import points as points_of
+from ops.load import traffic
+from ops.local import prometheus, status
+from ops.local.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
 from pipeline import recycle
 from schemas import deliveries
 from schemas.paynow import RECONCILE_SOURCE
+from schemas.signing import signed_headers
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
@@ -227,7 +229,7 @@ class Drills:
         return result
 
     def drill_reconcile(self, result: Result) -> None:
-        from ops.admin.drill_reconcile import drill_reconcile  # issue K: blackout, PayNow gives up, reconcile
+        from ops.load.drill_reconcile import drill_reconcile  # issue K: blackout, PayNow gives up, reconcile
 
         drill_reconcile(self, result, duration=self._duration("reconcile"), rate=self._rate())
         if self.last_log is not None:

@@ -3,8 +3,9 @@ entries, every young entry has its event, and (with traffic logs) wallets and ke
 
 Works against any Firestore (the emulator when FIRESTORE_EMULATOR_HOST is set, else the real one by ADC).
 DLQ evidence comes from the DLQ subscription itself: its messages are pulled without acking and released again
-(`ops.dlq.peek`), so the audit reads what operators would replay and consumes nothing. The expected state comes from
-ops/load/ledger_model.py fed with the deliveries the traffic logs say were accepted, never from the pipeline's code.
+(`ops.admin.dlq.peek`), so the audit reads what operators would replay and consumes nothing. The expected state
+comes from ops/load/ledger_model.py fed with the deliveries the traffic logs say were accepted, never from the
+pipeline's code.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from google.cloud import firestore
 from rich.table import Table
 
 from ops.load.ledger_model import LedgerModel
-from ops.traffic import Context, context_of, delivery_of
+from ops.load.traffic import Context, context_of, delivery_of
 
 SHARE_TOLERANCE = 0.02  # regional shares may differ by 2 percentage points (events re-sent to the other region)
 SHOW = 5  # examples printed per failing check
@@ -354,7 +355,7 @@ def _outcome_as_expected(event_id: str, verdict: str | None, snapshot: Snapshot,
 def wait_accounted(db: firestore.Client, records: list[dict[str, Any]], dlq_subscription: str,
                    timeout: float) -> tuple[int, float]:
     """Wait until every accepted event has a webhookEvents doc or a DLQ record: (still missing, seconds waited)."""
-    from ops import dlq as dlq_tools
+    from ops.admin import dlq as dlq_tools
 
     waiting = set(accepted_events(records))
     started = time.monotonic()
@@ -376,7 +377,7 @@ def run(db: firestore.Client, *, traffic: list[dict[str, Any]] | None = None, co
     """Read Firestore (and the DLQ when checking traffic records) and audit."""
     dlq: dict[str, str] = {}
     if traffic is not None and dlq_subscription:
-        from ops import dlq as dlq_tools
+        from ops.admin import dlq as dlq_tools
 
         for letter in dlq_tools.inspect(dlq_subscription):
             if letter.event_id:

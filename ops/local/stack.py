@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
-from ops import emulators, haproxy, prometheus
-from ops.emulators import LOOPBACK, free_port
-from ops.signing import new_secret
-from ops.topology import DEFAULT_PROJECT, Topology
+from ops.local import emulators, haproxy, prometheus
+from ops.local.emulators import LOOPBACK, free_port
+from ops.local.topology import DEFAULT_PROJECT, Topology
+from schemas.signing import new_secret
 
 PRIMARY, SECONDARY = "us-central1", "europe-west1"
 STACK_FILE = "stack.json"
@@ -245,7 +245,7 @@ class Stack:
     def _topology(self) -> None:
         from google.cloud import firestore
 
-        from ops.catalog import map_customer, seed_products
+        from ops.admin.catalog import map_customer, seed_products
 
         self.topology.create()
         client = firestore.Client(project=self.config.project)

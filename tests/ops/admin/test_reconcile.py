@@ -17,13 +17,13 @@ from starlette.testclient import TestClient
 
 from ingress import create_app as ingress_app
 from ops.admin import reconcile as rc
+from ops.admin.catalog import KNOWN_PRODUCTS
 from ops.admin.paynow_api import ApiError, AuthError, ManagementApi
-from ops.catalog import KNOWN_PRODUCTS
 from ops.load.ledger_model import LedgerModel
 from ops.local.fake_paynow import FakePayNow, order_from_body
 from schemas import decode_envelope, deliveries
 from tests.ingress.conftest import RecordingPublisher, make_settings, signed_headers
-from tests.ops.paynow_fake import Checked, api
+from tests.ops.local.paynow_fake import Checked, api
 
 NOW = int(time.time() * 1000)
 OLD = NOW - 3_600_000  # an hour ago: long past --min-age

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore, pubsub_v1
 
-from ops import emulators
-from ops.catalog import KNOWN_PRODUCTS, CatalogError, load_catalog, map_customer, seed_products
-from ops.topology import Topology
+from ops.admin.catalog import KNOWN_PRODUCTS, CatalogError, load_catalog, map_customer, seed_products
+from ops.local import emulators
+from ops.local.topology import Topology
 
 
 def test_topology_is_created_idempotently_with_ordering(topology: Topology) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops import haproxy
-from ops.emulators import free_port
+from ops.local import haproxy
+from ops.local.emulators import free_port
 
 SERVERS = [haproxy.Server("us-central1", "127.0.0.1", 18081), haproxy.Server("europe-west1", "127.0.0.1", 18082)]
 

@@ -11,13 +11,13 @@ from google.cloud import firestore, pubsub_v1
 from rich.console import Console
 from rich.table import Table
 
-from ops import dlq
-from ops.catalog import KNOWN_PRODUCTS, points
+from ops.admin import dlq
+from ops.admin.catalog import KNOWN_PRODUCTS, points
 from ops.load.ledger_model import LedgerModel
-from ops.signing import signed_headers
-from ops.stack import PRIMARY, Config, Stack, home, shield_from_signals
-from ops.traffic import WEBHOOK_PATH
+from ops.load.traffic import WEBHOOK_PATH
+from ops.local.stack import PRIMARY, Config, Stack, home, shield_from_signals
 from schemas import deliveries, encode_legacy
+from schemas.signing import signed_headers
 
 CUSTOMERS = {"alice": "cus_demo_alice_paynow", "bob": "cus_demo_bob", "stranger": "cus_demo_unknown"}
 # alice's checkout names her uid; bob has none, but `paynow up`/the demo stack maps his customer id; nobody maps the

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from ops import traffic
-from ops.catalog import KNOWN_PRODUCTS
+from ops.admin.catalog import KNOWN_PRODUCTS
+from ops.load import traffic
 from ops.load.ledger_model import LedgerModel
-from ops.signing import signature
 from schemas import IncompatibleVersion, decode_envelope, deliveries, envelope_from_payload
+from schemas.signing import signature
 
 N = 300  # "a few hundred actions" must cover every scenario
 

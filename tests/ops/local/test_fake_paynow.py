@@ -11,7 +11,7 @@ import pytest
 from ops.admin.paynow_api import ManagementApi
 from ops.local.fake_paynow import FakePayNow, TrafficFeed, from_traffic_record, iso, management_event
 from schemas import deliveries
-from tests.ops.paynow_fake import Checked, api, client, response_validator, store_path
+from tests.ops.local.paynow_fake import Checked, api, client, response_validator, store_path
 
 NOW = int(time.time() * 1000)
 ONE_TIME = "459935272365195264"
@@ -131,7 +131,7 @@ def test_orders_cursor_walks_every_order_once_newest_first() -> None:
 
 
 def test_traffic_records_become_history_items(tmp_path: Path) -> None:
-    """The generator's record format (ops/traffic.py send_webhook on issue-f-ops) -> queued webhooks."""
+    """The generator's record format (ops/load/traffic.py send_webhook on issue-f-ops) -> queued webhooks."""
     ok = {"kind": "webhook", "scenario": "order", "eventId": "evt_1", "eventType": "ON_ORDER_COMPLETED",
           "delivery": order(1), "sentAt": NOW - 5000, "ok": True, "status": 202, "region": "us-central1",
           "attempts": [{"at": NOW - 5000, "status": 503, "ms": 3.0}, {"at": NOW - 4000, "status": 202, "ms": 2.0}]}
@@ -174,7 +174,7 @@ def test_the_vendored_spec_is_an_unchanged_copy() -> None:
     """schemas/vendor/paynow/management-api.json is byte-identical to the team's reference copy."""
     from importlib import resources
 
-    reference = Path(__file__).resolve().parents[3] / "shared" / "paynow" / "management-api.json"
+    reference = Path(__file__).resolve().parents[4] / "shared" / "paynow" / "management-api.json"
     assert reference.exists(), f"the team's reference copy {reference} is missing"
     vendored = resources.files("schemas").joinpath("vendor/paynow/management-api.json").read_bytes()
     assert vendored == reference.read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from ops import status
+from ops.local import status
 
 TEXT = """\
 # TYPE paynow_webhook_ack_seconds histogram

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("ops.bench_ingress", "ops.bench_pipeline")
+BENCHMARKS = ("ops.load.bench_ingress", "ops.load.bench_pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
-from ops.emulators import LOOPBACK, free_port
+from ops.local.emulators import LOOPBACK, free_port
 
 if TYPE_CHECKING:
-    from ops.stack import Stack
+    from ops.local.stack import Stack
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"  # production rules: the tested source of truth
 CONSOLES = Path(__file__).resolve().parent / "consoles"
 DASHBOARD = "paynow.html"
@@ -107,7 +107,7 @@ def command(config: Path, data: Path, port: int) -> list[str]:
 
 def start(stack: Stack) -> None:
     """Write the config and rules under $PAYNOW_HOME/prometheus, start Prometheus, wait for it, record its URLs."""
-    from ops.stack import Process, StackError
+    from ops.local.stack import Process, StackError
 
     home = stack.home / "prometheus"
     data = home / "data"

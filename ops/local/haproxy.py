@@ -1,4 +1,4 @@
-"""HAProxy as the local global load balancer: its config from ops/haproxy.cfg, and its stats over the socket."""
+"""HAProxy as the local global load balancer: its config from ops/local/haproxy.cfg, and its stats over the socket."""
 from __future__ import annotations
 
 import csv
@@ -55,7 +55,7 @@ def render_config(*, servers: list[Server], frontend_port: int, stats_port: int,
                   host: str = "127.0.0.1") -> str:
     if not servers:
         raise ValueError("the load balancer needs at least one server")
-    template = string.Template(resources.files("ops").joinpath("haproxy.cfg").read_text())
+    template = string.Template(resources.files("ops.local").joinpath("haproxy.cfg").read_text())
     lines = "\n".join(f"    server {s.name} {s.host}:{s.port} check" for s in servers)
     return template.substitute(servers=lines, frontend_port=frontend_port, stats_port=stats_port,
                                stats_socket=str(stats_socket), host=host, source_address=SOURCE_ADDRESS,

@@ -16,13 +16,13 @@ from typing import Any
 
 from google.cloud import firestore, pubsub_v1
 
-from ops import emulators
-from ops.catalog import seed_products
-from ops.status import percentile
-from ops.topology import Topology
+from ops.admin.catalog import seed_products
+from ops.local import emulators
+from ops.local.status import percentile
+from ops.local.topology import Topology
 from schemas import deliveries, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 NOOP_FLAG = "--noop-sink"
@@ -35,7 +35,7 @@ class PipelineProcess:
                  noop_sink: bool = False) -> None:
         self.topology = topology
         self.log_path = log_dir / f"pipeline-{uuid.uuid4().hex[:8]}.log"
-        command = [sys.executable, "-m", "ops.bench_pipeline", NOOP_FLAG] if noop_sink else [
+        command = [sys.executable, "-m", "ops.load.bench_pipeline", NOOP_FLAG] if noop_sink else [
             sys.executable, "-m", "pipeline"]
         self.command = [*command, "--subscription", topology.subscription, "--dlq_topic", topology.dlq_topic,
                         "--project", topology.project, "--region", "us-central1", *extra]
@@ -247,7 +247,7 @@ def run(events: int = 6000, users: int = 300, rate: int = 100, seconds: int = 20
     p50, p95, p99 = (percentile(latencies, q) for q in (0.50, 0.95, 0.99))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return "\n".join([
-        f"### Pipeline (`python -m ops.bench_pipeline`, {when})",
+        f"### Pipeline (`python -m ops.load.bench_pipeline`, {when})",
         "",
         f"DirectRunner streaming (acking read: PeriodicImpulse + pull without ack, run by FnApiRunner), Beam 2.77, "
         f"Pub/Sub and Firestore emulators on the same {os.cpu_count()} shared cores. Backlog of {events} "

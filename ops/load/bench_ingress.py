@@ -1,4 +1,4 @@
-"""`python -m ops.bench_ingress`: the ingress against a hello-world Starlette app (and the Node peer), one run.
+"""`python -m ops.load.bench_ingress`: the ingress against a hello-world Starlette app (and the Node peer), one run.
 
 Every server runs as one process on 127.0.0.1 and receives the same pre-signed PayNow webhooks (distinct event
 ids, so nothing is answered from the duplicate cache). Max throughput comes from wrk (closed loop, 32
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- ingress:begin -->", "<!-- ingress:end -->"
 NODE_PEER = ROOT.parent / "shared" / "peers" / "node-fastify-ingress"
@@ -284,8 +284,8 @@ def _row(name: str, peak: Loaded, steady: Loaded) -> str:
 
 def run() -> str:
     """Measure everything in one run and return the markdown section."""
-    from ops import emulators
-    from ops.topology import Topology
+    from ops.local import emulators
+    from ops.local.topology import Topology
 
     python = sys.executable
     load_before = os.getloadavg()[0]
@@ -304,7 +304,7 @@ def run() -> str:
                 "PUBSUB_EMULATOR_HOST": emulator.host, "RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "INFO",
                 "REGION": "us-central1"}
             servers = [
-                Server("Hello-world Starlette", [python, "-m", "uvicorn", "ops.bench_ingress:hello_app", "--loop",
+                Server("Hello-world Starlette", [python, "-m", "uvicorn", "ops.load.bench_ingress:hello_app", "--loop",
                                                  "uvloop", "--http", "httptools", "--host", "127.0.0.1",
                                                  "--no-access-log", "--log-level", "warning"], {}, ROOT, None),
                 Server("Ingress (python -m ingress)", [python, "-m", "ingress"], ingress_env, ROOT, "/readyz"),
@@ -350,7 +350,7 @@ def _table(results: dict[str, tuple[Loaded, Loaded, str]], node_note: str, load:
     unordered = results["Ingress, PUBSUB_ORDERING=false"]
     ratio = ingress[0].rate / hello[0].rate
     lines = [
-        f"Ingress benchmark (`python -m ops.bench_ingress`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"Ingress benchmark (`python -m ops.load.bench_ingress`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"{os.cpu_count()} cores shared by load generator, server, Pub/Sub emulator and whatever else runs: load "
         f"average {load[0]:.1f} before, {load[1]:.1f} after). Max: wrk "
         f"-t{THREADS} -c{CONNECTIONS} {MAX_SECONDS} s after a {WARMUP_SECONDS} s warm-up. Fixed rate: open-loop "

@@ -9,10 +9,11 @@ import pytest
 import uvicorn
 from google.cloud import firestore, pubsub_v1
 
-from ops import cli, dlq
-from ops.emulators import LOOPBACK, free_port
+from ops import cli
+from ops.admin import dlq
+from ops.local.emulators import LOOPBACK, free_port
 from ops.local.fake_paynow import FakePayNow, create_app, order_from_body
-from ops.topology import Topology
+from ops.local.topology import Topology
 from schemas import decode_envelope, deliveries
 
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")
