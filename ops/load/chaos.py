@@ -10,7 +10,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,16 @@ def _emulator_pgid(drills: Drills, kind: str) -> int | None:
     return next((int(e["pid"]) for e in owned if e["kind"] == kind and e.get("pid")), None)
 
 
+@contextlib.asynccontextmanager
+async def frozen(pgid: int) -> AsyncIterator[None]:
+    """The process group stopped (SIGSTOP) for the block and continued (SIGCONT) whatever happens."""
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+
+
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -180,11 +190,10 @@ async def _faults(drills: Drills, rng: random.Random, duration: float, log: list
             return
         seconds = rng.uniform(*FREEZE_SECONDS)
         at(start, f"freeze {kind} emulator (SIGSTOP) for {seconds:.0f} s")
-        os.killpg(pgid, signal.SIGSTOP)
         try:
-            await asyncio.sleep(seconds)
+            async with frozen(pgid):
+                await asyncio.sleep(seconds)
         finally:
-            os.killpg(pgid, signal.SIGCONT)
             at(start + seconds, f"thaw {kind} emulator (SIGCONT)")
 
     ingress = f"ingress-{rng.choice(list(drills.stack.config.regions))}"

@@ -131,8 +131,11 @@ class Drills:
 
     def send(self, name: str, *, rate: float, duration: float, weights: dict[str, int] | None = None,
              legacy: bool = False, during: Callable[[float], Awaitable[None]] | None = None,
+             policy: traffic.RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None,
              ) -> tuple[traffic.Stats, list[dict[str, Any]]]:
-        """Run the traffic generator (and `during(start)` alongside it); its stats and its records."""
+        """Run the traffic generator (and `during(start)` alongside it); its stats and its records.
+
+        `policy` is PayNow's re-sending (the generator's default unless given); `transport` sees every answer."""
         run_id = uuid.uuid4().hex[:8]
         mapped = traffic.Mix.mapped_customers_for(run_id)
         for customer, uid in mapped.items():
@@ -147,7 +150,7 @@ class Drills:
             started = time.monotonic()
             sending = asyncio.create_task(traffic.run(
                 target=self.stack.info["target"], secret=self.stack.secret, rate=rate, duration=duration,
-                log_path=log_path, mix=mix, publisher=publisher))
+                log_path=log_path, mix=mix, publisher=publisher, policy=policy, transport=transport))
             if during is not None:
                 await during(started)
             return await sending
