@@ -132,6 +132,7 @@ def test_pubsub_brownout(stack: Stack) -> None:
             await asyncio.gather(*probes)
 
     result = Result("pubsub-brownout")
+    began = time.monotonic()
     try:
         stats, records = drills.send("pubsub-brownout", rate=RATE, duration=DURATION, during=brownout,
                                      policy=POLICY, transport=watch)
@@ -199,6 +200,7 @@ def test_pubsub_brownout(stack: Stack) -> None:
         assert report.get(audit.LOST).value == "0"
     finally:
         drills.close()
+        result.seconds = time.monotonic() - began
         Console(width=160).print(result.table())
     assert result.passed, "see the table above"
     wallets = result.figure(f"audit: {audit.MODEL_WALLETS}").value
