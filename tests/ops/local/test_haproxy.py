@@ -126,6 +126,10 @@ def test_posts_are_redispatched_past_a_dead_backend_and_it_is_marked_down(lb: tu
     assert states["europe-west1"].status == "UP" and states["europe-west1"].responses_2xx == 20
     haproxy.set_state(sock, "europe-west1", "maint")
     assert {s.name: s.status for s in haproxy.read_stats(sock)}["europe-west1"] == "MAINT"
+    # no region in rotation: HAProxy's own 503 keeps the contract (JSON error, Retry-After), as an ingress's would
+    refused = httpx.post(url + "/webhooks/paynow", content=b"{}", timeout=5)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    assert refused.json()["error"] == "unavailable"
 
 
 def raw_request(url: str, line: str, headers: str = "") -> int:
