@@ -16,9 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from ops.local.topology import DEFAULT_PROJECT, Topology
+from schemas.verdicts import VERDICTS
 
-VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_customer", "unmapped_product",
-            "write_failed")
 EPILOG = "The stack's state lives in $PAYNOW_HOME (default ./.paynow): stack.json, logs/, traffic/."
 
 
