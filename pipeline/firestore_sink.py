@@ -33,7 +33,8 @@ from pipeline.ledger import (
 from pipeline.model import Event, reject
 from pipeline.observability import RegionMetrics, log
 from schemas import ordering_key
-from schemas.paynow import PUSH_SOURCE, SOURCE_ATTRIBUTE
+from schemas.attributes import PUSH_SOURCE
+from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
 from schemas.verdicts import Verdict
 
 COMMITTED = "committed"

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import DecodeError, decode_dlq_record, decode_envelope, ordering_key
+from schemas.attributes import ORDERING_KEY, REPLAYED_AT
 
 PULL_BATCH = 500
 ACK_BATCH = 500
@@ -154,15 +155,13 @@ def replay_ordering_key(letter: DeadLetter) -> str:
     """The original ordering key: an explicit attribute, else derived from the envelope, else none."""
     assert letter.record is not None
     attributes = letter.record.get("originalAttributes") or {}
-    if attributes.get("orderingKey"):
-        return str(attributes["orderingKey"])
+    if attributes.get(ORDERING_KEY):
+        return str(attributes[ORDERING_KEY])
     try:
         return ordering_key(decode_envelope(bytes(letter.record["originalData"])))
     except (DecodeError, KeyError, TypeError):
         return ""
 
-
-REPLAYED_AT = "replayedAt"
 
 
 def republish(publisher: pubsub_v1.PublisherClient, topic: str, record: dict[str, Any], key: str,

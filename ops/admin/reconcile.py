@@ -27,7 +27,8 @@ from rich.table import Table
 
 from ops.admin.paynow_api import DEFAULT_BASE_URL, KEY_SETTING, ApiError, ManagementApi, parse_time
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
-from schemas.paynow import RECONCILE_SOURCE, SOURCE_ATTRIBUTE
+from schemas.attributes import RECONCILE_SOURCE
+from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
 
 SOURCE = RECONCILE_SOURCE
 """Attribute (and webhookEvents field) marking a message the reconciler published, not the ingress."""
