@@ -23,6 +23,8 @@ setup(
         "rich>=13",
         "httpx>=0.27",
         "cachetools>=5.3,<7",  # the ingress's bounded rate-limit table (TTLCache); apache-beam[gcp] also pins <7
+        "pydantic-settings>=2.7,<3",  # the ingress's settings (NoDecode needs 2.7)
+        "python-json-logger>=3.1,<5",  # the ingress's JSON log lines
     ],
     extras_require={
         "test": [
