@@ -36,7 +36,7 @@ setup(
             "python-hcl2>=4.3",
             "jsonschema>=4.20",
         ],
-        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3"],
+        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3", "types-cachetools"],
     },
     entry_points={"console_scripts": ["paynow=ops.cli:main"]},
 )

@@ -72,7 +72,9 @@ def crc64_avro(data: bytes) -> int:
 
 def _load(name: str) -> dict[str, Any]:
     text = resources.files("schemas").joinpath("avro", f"{name}.avsc").read_text()
-    return fastavro.parse_schema(json.loads(text))
+    schema = fastavro.parse_schema(json.loads(text))
+    assert isinstance(schema, dict)  # every .avsc here is a record
+    return schema
 
 
 ENVELOPE_SCHEMAS: dict[int, dict[str, Any]] = {v: _load(f"envelope_v{v}") for v in (1, 2, 3, 4)}

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1  # the package has no py.typed: mypy resolves this form to Any
 from google.api_core import exceptions
-from google.cloud import pubsub_v1
 from rich.console import Console
 from rich.table import Table
 
