@@ -1,48 +1,35 @@
 """JSON log lines in Cloud Logging's shape; only allow-listed fields are written, so no secret or payload leaks."""
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 FIELDS = ("eventId", "latencyMs", "status", "error", "detail", "method", "path", "clientIp", "messages")
+_ALWAYS = frozenset({"severity", "message", "time", "logger", "region", "serviceContext", "stack_trace"})
 
 
-class CloudLoggingFormatter(logging.Formatter):
-    """One JSON object per record: severity, message, time, region, service and the allow-listed extras."""
+class CloudLoggingFormatter(JsonFormatter):
+    """One JSON object per record: severity, message, time, logger, region, service and the allow-listed extras."""
+
+    # formatTime: RFC 3339 UTC with milliseconds
+    converter: Callable[[float | None], time.struct_time] = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
 
     def __init__(self, *, region: str, service: str) -> None:
-        super().__init__()
-        self.region = region
-        self.service = service
-        self._second = -1
-        self._prefix = ""
+        super().__init__(["levelname", "message", "asctime", "name"],
+                         rename_fields={"levelname": "severity", "asctime": "time", "name": "logger",
+                                        "exc_info": "stack_trace"},
+                         static_fields={"region": region, "serviceContext": {"service": service}},
+                         json_default=str, json_ensure_ascii=False)
 
-    def _time(self, created: float) -> str:
-        """RFC 3339 UTC with milliseconds; the date part is formatted once per second, not per line."""
-        second = int(created)
-        if second != self._second:
-            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "severity": record.levelname,
-            "message": record.getMessage(),
-            "time": self._time(record.created),
-            "region": self.region,
-            "logger": record.name,
-            "serviceContext": {"service": self.service},
-        }
-        for name in FIELDS:
-            value = record.__dict__.get(name)
-            if value is not None:
-                entry[name] = value
-        if record.exc_info:
-            entry["stack_trace"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in log_data.items() if k in _ALWAYS or (k in FIELDS and v is not None)}
 
 
 def configure_logging(*, region: str, service: str, level: str, stream: IO[str] | None = None) -> None:

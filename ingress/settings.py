@@ -1,10 +1,15 @@
-"""Typed ingress settings read once from the environment; a bad value fails at start naming the setting."""
+"""Typed ingress settings read once from the environment (pydantic-settings); a bad value fails at start naming it."""
 from __future__ import annotations
 
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from annotated_types import Ge, Le
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ingress.bodylimit import MAX_BODY_BYTES
 from schemas import CURRENT_VERSION
@@ -33,119 +38,157 @@ def _show(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-class _Reader:
-    """Typed getters over an environment mapping; each raises ConfigError naming its variable."""
+# Each check raises ValueError with the problem; Settings.from_env prefixes the setting's name. Numbers are parsed
+# by Python's int() and float() (pydantic's lax int would also take "1.0"), and bounded by pydantic (Field ge/le).
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def text(self, name: str, default: str | None = None) -> str:
-        value = self.environ.get(name, "").strip()
-        if value:
-            return value
-        if default is None:
-            raise ConfigError(name, "is required")
-        return default
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.environ.get(name, "").strip().lower()
-        if not value:
-            return default
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise ConfigError(name, f"must be true or false, got {value[:32]!r}")
-
-    def number(self, name: str, default: float, *, low: float, high: float, integer: bool = False) -> float:
-        raw = self.environ.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw) if integer else float(raw)
-        except ValueError:
-            raise ConfigError(name, f"must be {'an integer' if integer else 'a number'}, got {raw[:32]!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(name, f"must be between {_show(low)} and {_show(high)}, got {_show(value)}")
-        return value
-
-    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
-        return int(self.number(name, default, low=low, high=high, integer=True))
+def _integer(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ValueError(f"must be an integer, got {str(value)[:32]!r}") from None
 
 
-def _region(reader: _Reader, name: str, default: str) -> str:
-    value = reader.text(name, default)
+def _number(value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        raise ValueError(f"must be a number, got {str(value)[:32]!r}") from None
+
+
+def _flag(value: object) -> bool:
+    # PayNow's old spellings only: pydantic's bool would also take t/y/f/n
+    text = str(value).lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"must be true or false, got {text[:32]!r}")
+
+
+def _region(value: str) -> str:
     if not _REGION.match(value):
-        raise ConfigError(name, f"{value[:64]!r} is not a region name like us-central1")
+        raise ValueError(f"{value[:64]!r} is not a region name like us-central1")
     return value
 
 
-def _topic(reader: _Reader, project: str) -> str:
-    value = reader.text("PUBSUB_TOPIC", "paynow-events")
+def _log_level(value: str) -> str:
+    if value.upper() not in _LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+    return value.upper()
+
+
+def _schema_version(value: int) -> int:
+    if value != CURRENT_VERSION:
+        raise ValueError(f"this ingress writes version {CURRENT_VERSION} only")
+    return value
+
+
+def _project(value: str) -> str:
+    if not _PROJECT.match(value):
+        raise ValueError(f"{value[:64]!r} is not a project id")
+    return value
+
+
+def _topic(value: str) -> str:
     if match := _TOPIC_PATH.match(value):
         if not _PROJECT.match(match["project"]) or not _TOPIC_ID.match(match["topic"]):
-            raise ConfigError("PUBSUB_TOPIC", f"{value[:120]!r} is not projects/<project>/topics/<topic>")
-        return value
-    if not _TOPIC_ID.match(value):
-        raise ConfigError("PUBSUB_TOPIC", f"{value[:120]!r} is neither a topic id nor projects/<p>/topics/<t>")
-    return f"projects/{project}/topics/{value}"
+            raise ValueError(f"{value[:120]!r} is not projects/<project>/topics/<topic>")
+    elif not _TOPIC_ID.match(value):
+        raise ValueError(f"{value[:120]!r} is neither a topic id nor projects/<p>/topics/<t>")
+    return value
 
 
-def _secrets(reader: _Reader) -> tuple[bytes, ...]:
-    raw = reader.text("PAYNOW_WEBHOOK_SECRETS")
-    secrets = tuple(s.strip().encode() for s in raw.split(","))
+def _secrets(value: object) -> tuple[bytes, ...]:
+    secrets = tuple(s.strip().encode() for s in str(value).split(","))
     if any(not s for s in secrets):
-        raise ConfigError("PAYNOW_WEBHOOK_SECRETS", "holds an empty secret (check for a stray comma)")
+        raise ValueError("holds an empty secret (check for a stray comma)")
     return secrets
 
 
-def _networks(reader: _Reader) -> tuple[IPNetwork, ...]:
-    raw = reader.text("TRUSTED_PROXIES", "")
+def _networks(value: object) -> tuple[IPNetwork, ...]:
     try:
-        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in raw.split(",") if p.strip())
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in str(value).split(",") if p.strip())
     except ValueError as exc:
-        raise ConfigError("TRUSTED_PROXIES", f"must be comma-separated IP addresses or CIDRs ({exc})") from None
+        raise ValueError(f"must be comma-separated IP addresses or CIDRs ({exc})") from None
 
 
-def _host(reader: _Reader) -> str:
+def _host(value: str) -> str:
     """Loopback unless told otherwise (Cloud Run needs HOST=0.0.0.0)."""
-    raw = reader.text("HOST", "127.0.0.1")
     try:
-        return str(ipaddress.ip_address(raw))
+        return str(ipaddress.ip_address(value))
     except ValueError:
-        raise ConfigError("HOST", f"{raw[:64]!r} is not an IP address to listen on") from None
+        raise ValueError(f"{value[:64]!r} is not an IP address to listen on") from None
 
 
-@dataclass(frozen=True)
-class Settings:
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Integer = Annotated[int, BeforeValidator(_integer)]
+Number = Annotated[float, BeforeValidator(_number)]
+Region = Annotated[str, AfterValidator(_region)]
+
+
+def _env(name: str, default: Any = ..., *, ge: float | None = None, le: float | None = None,
+         secret: bool = False) -> Any:
+    """A setting read from the environment variable `name`, within [ge, le] if given; secrets stay out of repr."""
+    return Field(default, validation_alias=name, ge=ge, le=le, repr=not secret)
+
+
+class Settings(BaseSettings):
     """Everything the ingress reads from its environment (DESIGN §5 flags plus its own tuning)."""
 
-    webhook_secrets: tuple[bytes, ...] = field(repr=False)
-    region: str = "us-central1"
-    service_name: str = "paynow-ingress"
-    log_level: str = "INFO"
-    multi_region_enabled: bool = True
-    primary_region: str = "us-central1"
-    secondary_region: str = "europe-west1"
-    failover_enabled: bool = True
-    event_schema_version: int = CURRENT_VERSION
-    event_schema_min_compatible: int = 2
-    project: str = "paynow-local"
-    topic: str = "projects/paynow-local/topics/paynow-events"
-    admin_token: str = field(default="", repr=False)
-    host: str = "127.0.0.1"
-    port: int = 8080
-    rate_limit_burst: int = 100
-    rate_limit_per_minute: int = 300
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    max_body_bytes: int = MAX_BODY_BYTES
-    publish_timeout: float = 5.0
-    publish_batch_max: int = 100
-    pubsub_ordering: bool = True
-    publish_linger_ms: float = 1.0
-    dedupe_ttl_seconds: float = 600.0
-    drain_seconds: float = 5.0
-    pubsub_emulator_host: str = ""
+    model_config = SettingsConfigDict(case_sensitive=True, frozen=True, validate_default=False)
+
+    primary_region: Region = _env("PRIMARY_REGION", "us-central1")
+    secondary_region: Region = _env("SECONDARY_REGION", "europe-west1")
+    region: Region = _env("REGION", "us-central1")  # PRIMARY_REGION's value when unset (see _region_default)
+    log_level: Annotated[str, AfterValidator(_log_level)] = _env("LOG_LEVEL", "INFO")
+    event_schema_version: Annotated[Integer, AfterValidator(_schema_version)] = _env(
+        "EVENT_SCHEMA_VERSION", CURRENT_VERSION, ge=1, le=99)
+    project: Annotated[str, AfterValidator(_project)] = _env("GOOGLE_CLOUD_PROJECT", "paynow-local")
+    webhook_secrets: Annotated[tuple[bytes, ...], NoDecode, BeforeValidator(_secrets)] = _env(
+        "PAYNOW_WEBHOOK_SECRETS", secret=True)
+    service_name: str = _env("SERVICE_NAME", "paynow-ingress")
+    multi_region_enabled: Flag = _env("MULTI_REGION_ENABLED", True)
+    failover_enabled: Flag = _env("FAILOVER_ENABLED", True)
+    event_schema_min_compatible: Integer = _env("EVENT_SCHEMA_MIN_COMPATIBLE", 2, ge=1, le=CURRENT_VERSION)
+    pubsub_topic: Annotated[str, AfterValidator(_topic)] = _env("PUBSUB_TOPIC", "paynow-events")
+    admin_token: str = _env("ADMIN_TOKEN", "", secret=True)
+    host: Annotated[str, AfterValidator(_host)] = _env("HOST", "127.0.0.1")
+    port: Integer = _env("PORT", 8080, ge=1, le=65535)
+    rate_limit_burst: Integer = _env("RATE_LIMIT_BURST", 100, ge=1, le=1_000_000)
+    rate_limit_per_minute: Integer = _env("RATE_LIMIT_PER_MINUTE", 300, ge=0, le=100_000_000)
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(_networks)] = _env(
+        "TRUSTED_PROXIES", ())
+    max_body_bytes: Integer = _env("MAX_BODY_BYTES", MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES_CEILING)
+    publish_timeout: Number = _env("PUBLISH_TIMEOUT", 5.0, ge=0.05, le=60)
+    publish_batch_max: Integer = _env("PUBLISH_BATCH_MAX", 100, ge=1, le=1000)
+    pubsub_ordering: Flag = _env("PUBSUB_ORDERING", True)
+    publish_linger_ms: Number = _env("PUBLISH_LINGER_MS", 1.0, ge=0, le=100)
+    dedupe_ttl_seconds: Number = _env("DEDUPE_TTL_SECONDS", 600.0, ge=0, le=86_400)
+    drain_seconds: Number = _env("DRAIN_SECONDS", 5.0, ge=0, le=300)
+    pubsub_emulator_host: str = _env("PUBSUB_EMULATOR_HOST", "")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _regions(cls, data: Any) -> Any:
+        """REGION defaults to PRIMARY_REGION; the regions are checked together before any other setting, as the
+        first thing an operator gets wrong (each name's own form is checked by its field)."""
+        if not isinstance(data, dict):
+            return data
+        primary = str(data.get("PRIMARY_REGION", "us-central1"))
+        secondary = str(data.get("SECONDARY_REGION", "europe-west1"))
+        region = str(data.get("REGION", primary))
+        if _REGION.match(primary) and _REGION.match(secondary):
+            if primary == secondary:
+                raise ConfigError("SECONDARY_REGION", f"must differ from PRIMARY_REGION ({primary})")
+            if _REGION.match(region) and region not in (primary, secondary):
+                raise ConfigError("REGION", f"{region} is neither PRIMARY_REGION ({primary}) nor SECONDARY_REGION "
+                                            f"({secondary})")
+        return {**data, "REGION": region}
+
+    @property
+    def topic(self) -> str:
+        """The full topic path: PUBSUB_TOPIC as given, or the topic id in GOOGLE_CLOUD_PROJECT."""
+        if _TOPIC_PATH.match(self.pubsub_topic):
+            return self.pubsub_topic
+        return f"projects/{self.project}/topics/{self.pubsub_topic}"
 
     @property
     def rollback_not_ready(self) -> bool:
@@ -155,49 +198,27 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every setting; raise ConfigError naming the first bad one."""
-        env = _Reader(environ)
-        primary = _region(env, "PRIMARY_REGION", "us-central1")
-        secondary = _region(env, "SECONDARY_REGION", "europe-west1")
-        if primary == secondary:
-            raise ConfigError("SECONDARY_REGION", f"must differ from PRIMARY_REGION ({primary})")
-        region = _region(env, "REGION", primary)
-        if region not in (primary, secondary):
-            raise ConfigError("REGION", f"{region} is neither PRIMARY_REGION ({primary}) nor SECONDARY_REGION "
-                                        f"({secondary})")
-        log_level = env.text("LOG_LEVEL", "INFO").upper()
-        if log_level not in _LOG_LEVELS:
-            raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
-        version = env.integer("EVENT_SCHEMA_VERSION", CURRENT_VERSION, low=1, high=99)
-        if version != CURRENT_VERSION:
-            raise ConfigError("EVENT_SCHEMA_VERSION", f"this ingress writes version {CURRENT_VERSION} only")
-        project = env.text("GOOGLE_CLOUD_PROJECT", "paynow-local")
-        if not _PROJECT.match(project):
-            raise ConfigError("GOOGLE_CLOUD_PROJECT", f"{project[:64]!r} is not a project id")
-        return cls(
-            webhook_secrets=_secrets(env),
-            region=region,
-            service_name=env.text("SERVICE_NAME", "paynow-ingress"),
-            log_level=log_level,
-            multi_region_enabled=env.flag("MULTI_REGION_ENABLED", True),
-            primary_region=primary,
-            secondary_region=secondary,
-            failover_enabled=env.flag("FAILOVER_ENABLED", True),
-            event_schema_version=version,
-            event_schema_min_compatible=env.integer("EVENT_SCHEMA_MIN_COMPATIBLE", 2, low=1, high=version),
-            project=project,
-            topic=_topic(env, project),
-            admin_token=env.text("ADMIN_TOKEN", ""),
-            host=_host(env),
-            port=env.integer("PORT", 8080, low=1, high=65535),
-            rate_limit_burst=env.integer("RATE_LIMIT_BURST", 100, low=1, high=1_000_000),
-            rate_limit_per_minute=env.integer("RATE_LIMIT_PER_MINUTE", 300, low=0, high=100_000_000),
-            trusted_proxies=_networks(env),
-            max_body_bytes=env.integer("MAX_BODY_BYTES", MAX_BODY_BYTES, low=1024, high=MAX_BODY_BYTES_CEILING),
-            publish_timeout=env.number("PUBLISH_TIMEOUT", 5.0, low=0.05, high=60),
-            publish_batch_max=env.integer("PUBLISH_BATCH_MAX", 100, low=1, high=1000),
-            pubsub_ordering=env.flag("PUBSUB_ORDERING", True),
-            publish_linger_ms=env.number("PUBLISH_LINGER_MS", 1.0, low=0, high=100),
-            dedupe_ttl_seconds=env.number("DEDUPE_TTL_SECONDS", 600.0, low=0, high=86_400),
-            drain_seconds=env.number("DRAIN_SECONDS", 5.0, low=0, high=300),
-            pubsub_emulator_host=env.text("PUBSUB_EMULATOR_HOST", ""),
-        )
+        source = EnvSettingsSource(cls)
+        source.env_vars = {k: v.strip() for k, v in environ.items() if v.strip()}  # blank means unset
+        try:
+            return cls.model_validate(source())
+        except ValidationError as exc:
+            raise _config_error(exc.errors()[0]) from None
+
+
+def _config_error(error: ErrorDetails) -> ConfigError:
+    """pydantic's first error as the ConfigError this module has always raised (tests pin the wording)."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    name = str(error["loc"][0])
+    raw = error["input"]
+    kind = error["type"]
+    if kind == "missing":
+        return ConfigError(name, "is required")
+    if kind in ("greater_than_equal", "less_than_equal"):
+        field = next(f for f in Settings.model_fields.values() if f.validation_alias == name)
+        low = next(m.ge for m in field.metadata if isinstance(m, Ge) and isinstance(m.ge, int | float))
+        high = next(m.le for m in field.metadata if isinstance(m, Le) and isinstance(m.le, int | float))
+        return ConfigError(name, f"must be between {_show(low)} and {_show(high)}, got {_show(raw)}")
+    return ConfigError(name, str(cause) if cause is not None else error["msg"])

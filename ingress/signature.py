@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Sequence
+
+from schemas.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, mac
 
 TOLERANCE_MS = 300_000
 _MAX_TIMESTAMP_DIGITS = 15
@@ -22,12 +23,6 @@ class SignatureError(Exception):
         self.authenticated = authenticated  # the MAC matched an active secret; only the window failed
 
 
-def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
-    """The `paynow-signature` value PayNow sends for `body` at `timestamp_ms`."""
-    digest = hmac.new(secret, f"{timestamp_ms}.".encode() + body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
 def verify(secrets: Sequence[bytes], timestamp: str | None, signature: str | None, body: bytes,
            *, now_ms: int) -> int:
     """Return the signed timestamp (epoch ms) or raise SignatureError.
@@ -36,25 +31,23 @@ def verify(secrets: Sequence[bytes], timestamp: str | None, signature: str | Non
     after the MAC so an unauthenticated caller learns nothing about the clock.
     """
     if not timestamp or not signature:
-        missing = "paynow-timestamp" if not timestamp else "paynow-signature"
+        missing = TIMESTAMP_HEADER if not timestamp else SIGNATURE_HEADER
         raise SignatureError("missing_signature", f"header {missing} is missing")
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > _MAX_TIMESTAMP_DIGITS:
-        raise SignatureError("invalid_signature", "header paynow-timestamp must be epoch milliseconds")
+        raise SignatureError("invalid_signature", f"header {TIMESTAMP_HEADER} must be epoch milliseconds")
     try:
         given = base64.b64decode(signature.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise SignatureError("invalid_signature", "header paynow-signature is not base64") from None
-    signed = timestamp.encode() + b"." + body
+        raise SignatureError("invalid_signature", f"header {SIGNATURE_HEADER} is not base64") from None
     matched = False
     for secret in secrets:
-        expected = hmac.new(secret, signed, hashlib.sha256).digest()
-        matched |= hmac.compare_digest(expected, given)
+        matched |= hmac.compare_digest(mac(secret, timestamp, body), given)
     if not matched:
-        raise SignatureError("invalid_signature", "paynow-signature does not match any active secret")
+        raise SignatureError("invalid_signature", f"{SIGNATURE_HEADER} does not match any active secret")
     timestamp_ms = int(timestamp)
     if abs(now_ms - timestamp_ms) > TOLERANCE_MS:
         direction = "past" if timestamp_ms < now_ms else "future"
         raise SignatureError("stale_timestamp",
-                             f"paynow-timestamp is more than {TOLERANCE_MS // 1000} s in the {direction}", 400,
+                             f"{TIMESTAMP_HEADER} is more than {TOLERANCE_MS // 1000} s in the {direction}", 400,
                              authenticated=True)
     return timestamp_ms

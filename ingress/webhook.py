@@ -11,6 +11,7 @@ from ingress.responses import RETRY_AFTER_UNAVAILABLE, error, note
 from ingress.signature import SignatureError, verify
 from ingress.state import IngressState
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
+from schemas.attributes import ORDERING_KEY
 
 
 async def webhook(request: Request) -> Response:
@@ -51,7 +52,7 @@ async def webhook(request: Request) -> Response:
     if not settings.pubsub_ordering:
         # Pub/Sub takes one ordering key per Publish RPC; without keys a whole gathered batch is one RPC. The
         # ledger's result does not depend on arrival order, and the pipeline keys by the envelope, not the key.
-        attributes["orderingKey"], key = key, ""
+        attributes[ORDERING_KEY], key = key, ""
     try:
         await state.publisher.publish(data, attributes, key)
     except PublishUnavailable:

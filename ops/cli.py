@@ -16,9 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from ops.local.topology import DEFAULT_PROJECT, Topology
+from schemas.verdicts import VERDICTS
 
-VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_customer", "unmapped_product",
-            "write_failed")
 EPILOG = "The stack's state lives in $PAYNOW_HOME (default ./.paynow): stack.json, logs/, traffic/."
 
 
@@ -303,6 +302,8 @@ def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
 
     info = _stack_info(required=args.target is None)
     target = args.target or (info or {}).get("target")
+    if not target:
+        raise UsageError("no target: give --target or start the stack with `paynow up`")
     secret = args.secret or os.environ.get("PAYNOW_WEBHOOK_SECRET") or (info or {}).get("webhookSecret")
     if not secret:
         raise UsageError("no webhook secret: give --secret or set PAYNOW_WEBHOOK_SECRET")
@@ -314,7 +315,7 @@ def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
         client = firestore.Client(project=info["project"])
         for customer, uid in mapped.items():
             map_customer(client, customer, uid)
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
         if not args.no_legacy:
             publisher = traffic.Publisher(info["topic"])
     elif not args.no_legacy:
@@ -360,7 +361,7 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
         report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription,
                            events_ttl_days=args.events_ttl_days)
     finally:
-        db.close()
+        db.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
     console.print(report.table(f"Ledger audit · project {project} · {len(logs)} traffic log(s)"))
     console.print("[bold green]no drift[/]" if report.ok else "[bold red]DRIFT[/]")
     return 0 if report.ok else 1
@@ -464,7 +465,7 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
 
                 append_log(args.traffic_log, {"kind": "mapping", "customerId": customer, "uid": uid})
     finally:
-        db.close()
+        db.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
     console.print(f"seeded {count} products and {len(args.map)} customer mapping(s) in {topology.project}")
     return 0
 

@@ -17,6 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.model import Event
 from pipeline.observability import RegionMetrics, log
+from schemas.attributes import REPLAYED_AT
 
 UNIQUE = "unique"
 DUPLICATE = "duplicate"
@@ -35,8 +36,6 @@ def remember(seen: dict[str, float], event_id: str, now: float, ttl: float) -> t
     kept[event_id] = now
     return False, kept
 
-
-REPLAYED_AT = "replayedAt"
 
 
 def dedupe_id(event: Event) -> str:

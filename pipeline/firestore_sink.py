@@ -33,7 +33,9 @@ from pipeline.ledger import (
 from pipeline.model import Event, reject
 from pipeline.observability import RegionMetrics, log
 from schemas import ordering_key
-from schemas.paynow import PUSH_SOURCE, SOURCE_ATTRIBUTE
+from schemas.attributes import PUSH_SOURCE
+from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
+from schemas.verdicts import Verdict
 
 COMMITTED = "committed"
 DLQ = "dlq"
@@ -48,8 +50,7 @@ RESOLVE_ROUNDS = 8
 READ_CHUNK = 300
 STATUS_OUTCOME = {"applied": "applied", "recorded": "recorded", "ignored": "ignored",
                   "duplicate_business_key": "duplicate", "duplicate": "duplicate"}
-DLQ_VERDICT = {"write_failed": "write_failed", "unmapped_product": "unmapped_product",
-               "drop_malformed": "drop_malformed"}
+DLQ_VERDICT = {v.value: v for v in (Verdict.WRITE_FAILED, Verdict.UNMAPPED_PRODUCT, Verdict.DROP_MALFORMED)}
 
 
 class ProductCatalog:

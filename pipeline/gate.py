@@ -9,6 +9,7 @@ import apache_beam as beam
 from pipeline.model import Event, Message, Rejected
 from pipeline.observability import RegionMetrics
 from schemas import DecodeError, decode_envelope
+from schemas.verdicts import Verdict
 
 VALID = "valid"
 DLQ = "dlq"
@@ -24,7 +25,8 @@ def decode_message(message: Message, min_compatible: int) -> Event | Rejected:
     except DecodeError as exc:
         return Rejected(message, exc.verdict, str(exc)[:500], STEP, source_region, event_id)
     except Exception as exc:  # poison the codec did not foresee: a verdict, never a crash loop (DESIGN §3)
-        return Rejected(message, "drop_malformed", f"decoding crashed: {exc!r}"[:500], STEP, source_region, event_id)
+        return Rejected(message, Verdict.DROP_MALFORMED, f"decoding crashed: {exc!r}"[:500], STEP, source_region,
+                        event_id)
     return Event(message, envelope)
 
 
@@ -42,7 +44,7 @@ class _DecodeFn(beam.DoFn):
             self._metrics.schema_version(result.envelope["version"], True)
             yield result
             return
-        if result.verdict == "drop_incompatible":
+        if result.verdict == Verdict.DROP_INCOMPATIBLE:
             self._metrics.schema_version(message.attributes.get("version", "unknown"), False)
         yield beam.pvalue.TaggedOutput(DLQ, result)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas import Envelope
-from schemas.paynow import PUSH_SOURCE, RECONCILE_SOURCE
+from schemas.attributes import PUSH_SOURCE, RECONCILE_SOURCE
 
 ORDER = "ON_ORDER_COMPLETED"
 REFUND = "ON_REFUND"

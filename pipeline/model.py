@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import Envelope
-
-VERDICTS = ("drop_incompatible", "drop_malformed", "unknown_schema", "unmapped_customer", "unmapped_product",
-            "write_failed")
+from schemas.verdicts import VERDICTS
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas.types import DeadLetter, Envelope
+from schemas.verdicts import Verdict
 
 CURRENT_VERSION = 4
 MIN_COMPATIBLE = 2
@@ -22,25 +23,25 @@ HEADER_LEN = len(MAGIC) + 8
 class DecodeError(ValueError):
     """A message the pipeline cannot turn into a v3 envelope; `verdict` names its DLQ verdict."""
 
-    verdict = "drop_malformed"
+    verdict = Verdict.DROP_MALFORMED
 
 
 class MalformedMessage(DecodeError):
     """Not Avro single-object encoded, or the body does not match its writer schema."""
 
-    verdict = "drop_malformed"
+    verdict = Verdict.DROP_MALFORMED
 
 
 class UnknownSchema(DecodeError):
     """Single-object header with a fingerprint no registered schema has."""
 
-    verdict = "unknown_schema"
+    verdict = Verdict.UNKNOWN_SCHEMA
 
 
 class IncompatibleVersion(DecodeError):
     """A registered but retired envelope version (below the reader's minCompatible)."""
 
-    verdict = "drop_incompatible"
+    verdict = Verdict.DROP_INCOMPATIBLE
 
     def __init__(self, version: int, min_compatible: int) -> None:
         super().__init__(f"envelope version {version} is below minCompatible {min_compatible}")
@@ -71,11 +72,16 @@ def crc64_avro(data: bytes) -> int:
 
 def _load(name: str) -> dict[str, Any]:
     text = resources.files("schemas").joinpath("avro", f"{name}.avsc").read_text()
-    return fastavro.parse_schema(json.loads(text))
+    schema = fastavro.parse_schema(json.loads(text))
+    assert isinstance(schema, dict)  # every .avsc here is a record
+    return schema
 
 
 ENVELOPE_SCHEMAS: dict[int, dict[str, Any]] = {v: _load(f"envelope_v{v}") for v in (1, 2, 3, 4)}
 DLQ_SCHEMA = _load("dlq_record")
+DLQ_SCHEMA_V1 = _load("dlq_record_v1")
+"""The first DeadLetterRecord, verdict a plain string: Avro cannot resolve a string writer to an enum reader, so
+records it wrote are read with it as both writer and reader (the verdict is a str either way)."""
 
 
 def _fingerprint(schema: dict[str, Any]) -> bytes:
@@ -91,6 +97,7 @@ def fingerprint(version: int) -> bytes:
 _CURRENT_SCHEMA = ENVELOPE_SCHEMAS[CURRENT_VERSION]
 _VERSION_BY_FINGERPRINT = {fingerprint(v): v for v in ENVELOPE_SCHEMAS}
 _DLQ_FINGERPRINT = _fingerprint(DLQ_SCHEMA)
+_DLQ_SCHEMA_BY_FINGERPRINT = {_DLQ_FINGERPRINT: DLQ_SCHEMA, _fingerprint(DLQ_SCHEMA_V1): DLQ_SCHEMA_V1}
 
 
 def _write(schema: dict[str, Any], record: dict[str, Any], header: bytes) -> bytes:
@@ -168,13 +175,14 @@ def encode_dlq_record(record: DeadLetter) -> bytes:
 
 
 def decode_dlq_record(data: bytes) -> DeadLetter:
-    """Decode bytes written by encode_dlq_record; raise MalformedMessage for anything else."""
-    if data[:HEADER_LEN] != MAGIC + _DLQ_FINGERPRINT:
+    """Decode bytes written by encode_dlq_record (this or the first DLQ schema); raise MalformedMessage otherwise."""
+    schema = _DLQ_SCHEMA_BY_FINGERPRINT.get(data[2:HEADER_LEN]) if data.startswith(MAGIC) else None
+    if schema is None:
         raise MalformedMessage("not a DeadLetterRecord")
     body = io.BytesIO(data)
     body.seek(HEADER_LEN)
     try:
-        record = fastavro.schemaless_reader(body, DLQ_SCHEMA, DLQ_SCHEMA)
+        record = fastavro.schemaless_reader(body, schema, schema)
     except Exception as exc:
         raise MalformedMessage(f"DeadLetterRecord does not decode: {exc!r}") from exc
     assert isinstance(record, dict)

@@ -60,7 +60,7 @@ def _fresh(event_type: str | None = None, ref: str | None = None) -> Any:
     return copy.deepcopy(_cached_example(event_type, ref))
 
 
-def _merge(base: Any, overrides: Mapping[str, Any]) -> Any:
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
             _merge(base[key], value)

@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+from schemas import attributes
 from schemas.codec import CURRENT_VERSION, MIN_COMPATIBLE
 from schemas.types import Envelope
 
@@ -40,10 +41,6 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this."""
 UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """A Firebase-style uid (DESIGN §4); a `checkout.metadata.uid` that is not one is ignored, never trusted."""
-SOURCE_ATTRIBUTE = "source"
-"""Pub/Sub attribute naming who published an envelope when it was not PayNow's push: `reconcile`."""
-RECONCILE_SOURCE = "reconcile"
-PUSH_SOURCE = "push"
 MAX_QUANTITY = 10_000
 MAX_CENTS = 2**63 - 1
 
@@ -250,8 +247,8 @@ def ordering_key(envelope: Envelope) -> str:
 def envelope_attributes(envelope: Envelope) -> dict[str, str]:
     """Pub/Sub attributes that let routing and inspection work without decoding the body."""
     return {
-        "version": str(envelope["version"]),
-        "eventId": envelope["eventId"],
-        "eventType": envelope["eventType"],
-        "region": envelope["region"],
+        attributes.VERSION: str(envelope["version"]),
+        attributes.EVENT_ID: envelope["eventId"],
+        attributes.EVENT_TYPE: envelope["eventType"],
+        attributes.REGION: envelope["region"],
     }

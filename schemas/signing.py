@@ -11,16 +11,23 @@ SIGNATURE_HEADER = "paynow-signature"
 TIMESTAMP_HEADER = "paynow-timestamp"
 
 
-def signature(secret: str, timestamp_ms: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp_ms}.".encode() + body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+def mac(secret: str | bytes, timestamp: str | int, body: bytes) -> bytes:
+    """The raw HMAC-SHA256 over "{timestamp}." + body; the verifier passes the timestamp header as received."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).digest()
 
 
-def signed_headers(secret: str, body: bytes, *, timestamp_ms: int | None = None) -> dict[str, str]:
+def signature(secret: str | bytes, timestamp_ms: int, body: bytes) -> str:
+    """The `paynow-signature` value PayNow sends for `body` at `timestamp_ms`."""
+    return base64.b64encode(mac(secret, timestamp_ms, body)).decode()
+
+
+def signed_headers(secret: str | bytes, body: bytes, *, timestamp_ms: int | None = None,
+                   content_type: str = "application/json") -> dict[str, str]:
     """The headers PayNow sends with `body`: content type, timestamp (now unless given) and signature."""
-    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    ts = time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
     return {
-        "content-type": "application/json",
+        "content-type": content_type,
         TIMESTAMP_HEADER: str(ts),
         SIGNATURE_HEADER: signature(secret, ts, body),
     }

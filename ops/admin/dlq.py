@@ -9,12 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1  # the package has no py.typed: mypy resolves this form to Any
 from google.api_core import exceptions
-from google.cloud import pubsub_v1
 from rich.console import Console
 from rich.table import Table
 
 from schemas import DecodeError, decode_dlq_record, decode_envelope, ordering_key
+from schemas.attributes import ORDERING_KEY, REPLAYED_AT
 
 PULL_BATCH = 500
 ACK_BATCH = 500
@@ -154,15 +155,13 @@ def replay_ordering_key(letter: DeadLetter) -> str:
     """The original ordering key: an explicit attribute, else derived from the envelope, else none."""
     assert letter.record is not None
     attributes = letter.record.get("originalAttributes") or {}
-    if attributes.get("orderingKey"):
-        return str(attributes["orderingKey"])
+    if attributes.get(ORDERING_KEY):
+        return str(attributes[ORDERING_KEY])
     try:
         return ordering_key(decode_envelope(bytes(letter.record["originalData"])))
     except (DecodeError, KeyError, TypeError):
         return ""
 
-
-REPLAYED_AT = "replayedAt"
 
 
 def republish(publisher: pubsub_v1.PublisherClient, topic: str, record: dict[str, Any], key: str,

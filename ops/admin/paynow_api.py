@@ -89,7 +89,7 @@ class ManagementApi:
         raise ApiError(f"{method} {path}: still failing after {self.policy.attempts} attempts ({last})")
 
     def _backoff(self, attempt: int) -> float:
-        delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** attempt)
+        delay = min(self.policy.max_delay, self.policy.base_delay * 2.0 ** attempt)
         return delay * (0.5 + random.random() / 2)  # jitter: many reconcilers must not retry in step
 
     # -- endpoints -----------------------------------------------------------------------------------------

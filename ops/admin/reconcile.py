@@ -27,7 +27,8 @@ from rich.table import Table
 
 from ops.admin.paynow_api import DEFAULT_BASE_URL, KEY_SETTING, ApiError, ManagementApi, parse_time
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
-from schemas.paynow import RECONCILE_SOURCE, SOURCE_ATTRIBUTE
+from schemas.attributes import RECONCILE_SOURCE
+from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
 
 SOURCE = RECONCILE_SOURCE
 """Attribute (and webhookEvents field) marking a message the reconciler published, not the ingress."""
@@ -96,7 +97,7 @@ class PubSubPublish:
     """Publishes onto the main topic with ordering keys, like the ingress (resumes a key after a failure)."""
 
     def __init__(self, topic: str) -> None:
-        from google.cloud import pubsub_v1
+        import google.cloud.pubsub_v1 as pubsub_v1  # no py.typed: mypy resolves this form to Any
 
         self.topic = topic
         self._client = pubsub_v1.PublisherClient(
@@ -427,7 +428,7 @@ def run_command(args: argparse.Namespace, console: Console, stack_info: Mapping[
                            progress=say, on_recovered=recovered)
     finally:
         api.close()
-        db.close()
+        db.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
     if args.json_log:
         _log("WARNING" if report.recovered or not report.ok else "INFO", "reconcile finished",
              recovered=len(report.recovered), summary=report.summary(), apiRequests=report.api_requests,

@@ -78,9 +78,9 @@ def _free_port() -> int:
 
 
 def _sign(timestamp_ms: int, body: bytes) -> str:
-    from ingress.signature import sign
+    from schemas.signing import signature
 
-    return sign(SECRET.encode(), timestamp_ms, body)
+    return signature(SECRET, timestamp_ms, body)
 
 
 def signed_requests(prefix: str, count: int, *, users: int = 5_000) -> list[bytes]:

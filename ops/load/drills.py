@@ -24,7 +24,7 @@ from ops.local import prometheus, status
 from ops.local.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
 from pipeline import recycle
 from schemas import deliveries
-from schemas.paynow import RECONCILE_SOURCE
+from schemas.attributes import RECONCILE_SOURCE
 from schemas.signing import signed_headers
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)

@@ -9,8 +9,7 @@ from starlette.testclient import TestClient
 
 from ingress import Settings, create_app
 from ingress.publisher import PublishUnavailable
-from ingress.signature import sign
-from schemas import deliveries
+from schemas import deliveries, signing
 
 SECRET = b"whsec-current-0123456789"
 OLD_SECRET = b"whsec-previous-9876543210"
@@ -38,8 +37,7 @@ def order_body(event_id: str = "1001", *, uid: str | None = "user-1", customer: 
 
 def signed_headers(body: bytes, *, secret: bytes = SECRET, timestamp_ms: int | None = None,
                    content_type: str = "application/json") -> dict[str, str]:
-    ts = now_ms() if timestamp_ms is None else timestamp_ms
-    return {"content-type": content_type, "paynow-timestamp": str(ts), "paynow-signature": sign(secret, ts, body)}
+    return signing.signed_headers(secret, body, timestamp_ms=timestamp_ms, content_type=content_type)
 
 
 class RecordingPublisher:

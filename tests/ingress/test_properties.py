@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from ingress import create_app
-from ingress.signature import sign
+from schemas.signing import signature as sign
 from tests.ingress.conftest import (
     LEGACY,
     OLD_SECRET,

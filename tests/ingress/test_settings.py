@@ -88,3 +88,25 @@ def test_invalid_setting_fails_naming_it(env: dict[str, str], setting: str) -> N
 def test_a_bound_is_written_as_a_person_writes_it() -> None:
     with pytest.raises(ConfigError, match=r"^MAX_BODY_BYTES: must be between 1024 and 33554432, got 33554433$"):
         Settings.from_env({**REQUIRED, "MAX_BODY_BYTES": "33554433"})
+
+
+@pytest.mark.parametrize(("setting", "value", "problem"), [
+    ("PORT", "8080.0", "must be an integer, got '8080.0'"),  # pydantic alone would take it as 8080
+    ("PUBSUB_ORDERING", "T", "must be true or false, got 't'"),  # and this as true
+    ("PUBLISH_TIMEOUT", "soon", "must be a number, got 'soon'"),
+    ("PAYNOW_WEBHOOK_SECRETS", " ", "is required"),  # blank is unset
+])
+def test_the_wording_of_a_refusal_is_kept(setting: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**REQUIRED, setting: value})
+    assert str(caught.value) == f"{setting}: {problem}"
+
+
+def test_with_several_bad_settings_the_regions_are_named_first() -> None:
+    with pytest.raises(ConfigError, match=r"^REGION: asia-east1 is neither"):
+        Settings.from_env({"REGION": "asia-east1", "PORT": "x"})
+
+
+def test_blank_values_take_the_default_and_values_are_trimmed() -> None:
+    settings = Settings.from_env({**REQUIRED, "PORT": "  ", "REGION": " europe-west1 ", "PUBSUB_ORDERING": " off "})
+    assert (settings.port, settings.region, settings.pubsub_ordering) == (8080, "europe-west1", False)

@@ -1,0 +1,22 @@
+"""Pub/Sub attribute names of envelopes and DLQ messages, so routing and inspection work without decoding a body."""
+from __future__ import annotations
+
+VERSION = "version"
+EVENT_ID = "eventId"
+EVENT_TYPE = "eventType"
+REGION = "region"
+"""The region whose ingress received the webhook."""
+ORDERING_KEY = "orderingKey"
+"""The envelope's ordering key, carried as an attribute when the ingress publishes without Pub/Sub ordering."""
+SOURCE = "source"
+"""Who published an envelope when it was not PayNow's push: `reconcile`."""
+RECONCILE_SOURCE = "reconcile"
+PUSH_SOURCE = "push"
+REPLAYED_AT = "replayedAt"
+"""Epoch ms of an operator's DLQ replay, so a dedupe tells a replay from a Pub/Sub redelivery."""
+
+VERDICT = "verdict"
+STEP = "step"
+SOURCE_REGION = "sourceRegion"
+WORKER_REGION = "workerRegion"
+"""DLQ message attributes (with EVENT_ID), copies of the DeadLetterRecord's fields of the same names."""
