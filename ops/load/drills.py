@@ -21,7 +21,7 @@ from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
 from ops.admin.catalog import points as points_of
 from ops.load import traffic
 from ops.local import prometheus, status
-from ops.local.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
+from ops.local.stack import PRIMARY, SECONDARY, Stack
 from pipeline import recycle
 from schemas import deliveries
 from schemas.paynow import RECONCILE_SOURCE
@@ -385,15 +385,15 @@ class Drills:
             await asyncio.sleep(min(10.0, duration / 10))  # after warm-up
             for name, process in self.stack.processes.items():
                 if process.alive():
-                    memory[name] = [group_rss_bytes(process.pid)]
+                    memory[name] = [process.rss_bytes()]
             while time.monotonic() < started + duration - 0.5:
                 for name, process in self.stack.processes.items():
                     if name in memory:
-                        peak[name] = max(peak.get(name, 0), group_rss_bytes(process.pid))
+                        peak[name] = max(peak.get(name, 0), process.rss_bytes())
                 await asyncio.sleep(min(1.0, max(0.0, started + duration - 0.5 - time.monotonic())))
             for name, process in self.stack.processes.items():
                 if name in memory:
-                    memory[name].append(group_rss_bytes(process.pid))
+                    memory[name].append(process.rss_bytes())
 
         stats, records = self.send("load", rate=rate, duration=duration, during=sample)
         ack = self._p95_ms(ingress_before, self._ingress_samples(), status.ACK)

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from ops.admin.catalog import KNOWN_PRODUCTS, points
-from ops.local.status import percentile
+from ops.load.stats import percentile
 from schemas import deliveries, encode_legacy
 from schemas.signing import signed_headers
 
@@ -428,7 +428,7 @@ class Stats:
     def p95(self) -> float:
         if not self.latencies_ms:
             return 0.0
-        return percentile(sorted(self.latencies_ms), 0.95)
+        return percentile(self.latencies_ms, 0.95)
 
     def line(self, elapsed: float) -> str:
         regions = " ".join(f"{r}={n}" for r, n in sorted(self.by_region.items()))
