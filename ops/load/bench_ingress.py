@@ -272,7 +272,7 @@ def run() -> str:
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
         try:
             topology = Topology(project=PROJECT)
-            from google.cloud import pubsub_v1
+            import google.cloud.pubsub_v1 as pubsub_v1
 
             pubsub_v1.PublisherClient().create_topic(name=topology.topic)
             ingress_env = {

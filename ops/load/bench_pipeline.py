@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from google.cloud import firestore, pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
+from google.cloud import firestore
 
 from ops.admin.catalog import seed_products
 from ops.load.stats import percentile
@@ -118,7 +119,7 @@ def _noop_sink() -> Any:
             self._metrics.outcome("applied")
             yield event.message
 
-    class NoopLedger(beam.PTransform):
+    class NoopLedger(beam.PTransform[Any, Any]):
         """Stands in for ApplyToLedger: same outputs, no Firestore."""
 
         def __init__(self, config: Any) -> None:

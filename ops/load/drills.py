@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import httpx
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text

@@ -512,7 +512,7 @@ class Publisher:
     _client: Any = None
 
     def __post_init__(self) -> None:
-        from google.cloud import pubsub_v1
+        import google.cloud.pubsub_v1 as pubsub_v1
 
         self._client = pubsub_v1.PublisherClient(
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))

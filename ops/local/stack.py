@@ -335,7 +335,8 @@ class Stack:
             "processes": {n: p.to_json() for n, p in self.processes.items()},
             "config": {"lb": self.config.lb, "standby": self.config.standby},
         }
-        info["target"] = info["lb"]["url"] if "lb" in info else next(iter(info["ingress"].values()), {}).get("url")
+        first_ingress = next(iter(info["ingress"].values()), {"url": None})
+        info["target"] = info["lb"]["url"] if "lb" in info else first_ingress["url"]
         self.info = info
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.stack_file.with_suffix(".tmp")
@@ -389,8 +390,8 @@ class Stack:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
-        info = read_info(self.stack_file) if self.stack_file.exists() else None
-        if info and info.get("supervisorPid") == os.getpid():
+        last = read_info(self.stack_file) if self.stack_file.exists() else None
+        if last and last.get("supervisorPid") == os.getpid():
             self.stack_file.unlink(missing_ok=True)
 
 
@@ -404,8 +405,8 @@ def read_info(path: Path) -> dict[str, Any] | None:
 
 
 def supervisor_alive(info: dict[str, Any]) -> bool:
-    pid = info.get("supervisorPid")
-    return bool(pid) and start_time(int(pid)) == info.get("supervisorStarted")
+    pid = int(info.get("supervisorPid") or 0)
+    return bool(pid) and start_time(pid) == info.get("supervisorStarted")
 
 
 def use_emulators(info: dict[str, Any]) -> None:
