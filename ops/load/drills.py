@@ -20,7 +20,7 @@ from rich.text import Text
 from ops.admin import audit, dlq
 from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
 from ops.admin.catalog import points as points_of
-from ops.load import traffic
+from ops.load import traffic, traffic_log
 from ops.local import prometheus, status
 from ops.local.stack import PRIMARY, SECONDARY, Stack
 from pipeline import recycle
@@ -141,7 +141,7 @@ class Drills:
         mix = traffic.Mix(seed=int(run_id, 16), run_id=run_id, mapped_customers=mapped,
                           weights=weights or PUBLIC_MIX, legacy=legacy)
         log_path = self.stack.traffic_dir / f"{name}-{time.strftime('%H%M%S')}-{run_id}.jsonl"
-        self.last_log = log_path  # where a drill appends what it did besides sending (traffic.append_log)
+        self.last_log = log_path  # where a drill appends what it did besides sending (traffic_log.append_log)
         publisher = traffic.Publisher(self.stack.info["topic"]) if legacy else None
 
         async def main() -> traffic.Stats:
@@ -155,7 +155,7 @@ class Drills:
 
         self._say(f"{name}: sending {rate:g}/s for {duration:g} s to {self.stack.info['target']}")
         stats = asyncio.run(main())
-        return stats, traffic.read_log(log_path, compact=name == "load")  # a load run's deliveries, as text
+        return stats, traffic_log.read_log(log_path, compact=name == "load")  # a load run's deliveries, as text
 
     def settle(self, records: list[dict[str, Any]], timeout: float = SETTLE_TIMEOUT_S) -> tuple[int, float]:
         return audit.wait_accounted(self.db, records, self.stack.info["dlqSubscription"], timeout)
@@ -239,7 +239,7 @@ class Drills:
     def _log_recovered(self, log: Path) -> None:
         """Record in the run's log which deliveries PayNow gave up on were published by the reconciler since (their
         webhookEvents say source "reconcile"), so the audit's model sees them as the pipeline did."""
-        records = traffic.read_log(log, compact=True)
+        records = traffic_log.read_log(log, compact=True)
         delivered = {r["eventId"] for r in records if r.get("kind") == "webhook" and r.get("ok")}
         failed = sorted({r["eventId"] for r in records if r.get("kind") == "webhook"} - delivered)
         recovered = []
@@ -248,7 +248,7 @@ class Drills:
             recovered += [s.id for s in self.db.get_all(refs) if s.exists and (s.to_dict() or {}).get("source")
                           == RECONCILE_SOURCE]
         if recovered:
-            traffic.append_log(log, {"kind": "recovered", "eventIds": sorted(recovered)})
+            traffic_log.append_log(log, {"kind": "recovered", "eventIds": sorted(recovered)})
 
     def drill_happy(self, result: Result) -> None:
         stats, records = self.send("happy", rate=self._rate(), duration=self._duration("happy"))
@@ -427,7 +427,7 @@ class Drills:
     def drill_audit(self, result: Result) -> None:
         records: list[dict[str, Any]] = []
         for log in sorted(self.stack.traffic_dir.glob("*.jsonl")):
-            records.extend(traffic.read_log(log, compact=True))
+            records.extend(traffic_log.read_log(log, compact=True))
         if records:
             self.settle(records, timeout=60)
         report = self.audit_records(records) if records else audit.run(self.db)
@@ -452,7 +452,7 @@ class Drills:
         delivery = deliveries.order_completed(event_id, f"ord_replay_{run}", customer,
                                               [deliveries.order_line(f"line_replay_{run}", product, 2)])
         log = self.stack.traffic_dir / f"dlq-replay-{time.strftime('%H%M%S')}-{run}.jsonl"
-        recorder = traffic.Recorder(log)
+        recorder = traffic_log.Recorder(log)
         recorder.write({"kind": "run", "runId": run, "catalog": points_of(KNOWN_PRODUCTS), "customers": {}})
         body = deliveries.encode(delivery)
         response = httpx.post(self.stack.info["target"] + traffic.WEBHOOK_PATH, content=body,
