@@ -16,7 +16,7 @@ from rich.console import Console
 
 from ops import cli
 from ops.admin import audit
-from ops.load import drills
+from ops.load import drill_failover, drills
 from ops.local.process import start_time
 from ops.local.stack import Config, Stack
 
@@ -85,7 +85,7 @@ def test_webhook_failover(stack: Stack) -> None:
     result = _run(stack, "webhook-failover", duration=15, rate=RATE)
     assert result.passed
     detect = result.figure("time until all traffic on europe-west1 (LB marks us-central1 DOWN)")
-    assert float(detect.value.split()[0]) <= drills.FAILOVER_TARGET_S
+    assert float(detect.value.split()[0]) <= drill_failover.FAILOVER_TARGET_S
     assert int(_value(result, "answers by us-central1 after it came back")) > 0
 
 
