@@ -25,6 +25,7 @@ setup(
         "cachetools>=5.3,<7",  # the ingress's bounded rate-limit table (TTLCache); apache-beam[gcp] also pins <7
         "pydantic-settings>=2.7,<3",  # the ingress's settings (NoDecode needs 2.7)
         "python-json-logger>=3.1,<5",  # the ingress's JSON log lines
+        "psutil>=5.9",  # the process harness (ops/local/process.py): start times, process groups, RSS, CPU
     ],
     extras_require={
         "test": [
@@ -36,7 +37,7 @@ setup(
             "python-hcl2>=4.3",
             "jsonschema>=4.20",
         ],
-        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3", "types-cachetools"],
+        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3", "types-cachetools", "types-psutil"],
     },
     entry_points={"console_scripts": ["paynow=ops.cli:main"]},
 )

@@ -13,9 +13,7 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+from ops.load.stats import percentile
+from ops.local.process import Process, http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -183,8 +184,8 @@ async def _open_loop(port: int, requests: list[bytes], rate: int, seconds: int) 
     elapsed = time.perf_counter() - start
     for _, writer in idle:
         writer.close()
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return Loaded(len(latencies) / elapsed, cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000, failed, count)
+    p50, p95, p99 = (percentile(latencies, q) * 1000 for q in (0.50, 0.95, 0.99))
+    return Loaded(len(latencies) / elapsed, p50, p95, p99, failed, count)
 
 
 def fixed_rate(port: int, requests: list[bytes], rate: int, seconds: int) -> Loaded:
@@ -194,37 +195,14 @@ def fixed_rate(port: int, requests: list[bytes], rate: int, seconds: int) -> Loa
     return uvloop.run(_open_loop(port, requests, rate, seconds))
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes], ready_path: str | None, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early; log {log}:\n{log.read_text()[-2000:]}")
-        try:
-            if ready_path is None:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server did not come up on {port}; log {log}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def _listening(port: int, ready_path: str | None) -> bool:
+    if ready_path is not None:
+        return http_ok(f"http://127.0.0.1:{port}{ready_path}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _accepted_count(port: int) -> int:
@@ -238,25 +216,23 @@ def measure(server: Server, workdir: Path) -> tuple[Loaded, Loaded, str]:
     """Warm up, then the wrk maximum, then the fixed-rate phase; each phase with requests of its own."""
     port = _free_port()
     log = workdir / f"{server.name.split()[0].lower()}.log"
-    env = {**os.environ, **server.env, "PORT": str(port), "UVICORN_PORT": str(port)}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(server.command, cwd=server.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    process = Process(server.name, server.command, {**server.env, "PORT": str(port), "UVICORN_PORT": str(port)},
+                      str(log), cwd=str(server.cwd), marker=False).start()
     try:
-        _wait_listening(port, process, server.ready_path, log)
+        process.wait_ready(lambda: _listening(port, server.ready_path), f"{server.name} on {port}", 60)
         tag = server.name.split()[0].lower()
         wrk(port, signed_requests(f"{tag}-warm", 20_000), WARMUP_SECONDS, workdir)
         requests = signed_requests(f"{tag}-max", MAX_REQUESTS)
-        cpu = _cpu_seconds(process.pid)
+        cpu = process.cpu_seconds()
         peak = wrk(port, requests, MAX_SECONDS, workdir)
-        peak.cpu_ms = (_cpu_seconds(process.pid) - cpu) * 1000 / max(peak.sent, 1)
+        peak.cpu_ms = (process.cpu_seconds() - cpu) * 1000 / max(peak.sent, 1)
         time.sleep(2)  # let the emulator settle after the maximum
         steady = fixed_rate(port, signed_requests(f"{tag}-rate", FIXED_RATE * FIXED_SECONDS), FIXED_RATE, FIXED_SECONDS)
         note = ""
         if server.ready_path == "/readyz":
             note = f"{_accepted_count(port)} answered 202 (published)"
     finally:
-        _stop(process)
+        process.stop(timeout=20)
     return peak, steady, note
 
 
@@ -296,7 +272,7 @@ def run() -> str:
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
         try:
             topology = Topology(project=PROJECT)
-            from google.cloud import pubsub_v1
+            import google.cloud.pubsub_v1 as pubsub_v1
 
             pubsub_v1.PublisherClient().create_topic(name=topology.topic)
             ingress_env = {

@@ -1,10 +1,7 @@
 """Pipeline benchmark (no-op sink vs Firestore sink, latency at 100 events/s) and the process harness it uses."""
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -14,11 +11,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from google.cloud import firestore, pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
+from google.cloud import firestore
 
 from ops.admin.catalog import seed_products
+from ops.load.stats import percentile
 from ops.local import emulators
-from ops.local.status import percentile
+from ops.local.process import NotReady, Process
 from ops.local.topology import Topology
 from schemas import deliveries, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 
@@ -29,51 +28,34 @@ NOOP_FLAG = "--noop-sink"
 
 
 class PipelineProcess:
-    """`python -m pipeline ...` in its own process group, its JSON log in a file."""
+    """`python -m pipeline ...` (or the no-op-sink child) as a harness process, its JSON log in a file of its own."""
 
     def __init__(self, topology: Topology, *extra: str, log_dir: Path, env: dict[str, str] | None = None,
                  noop_sink: bool = False) -> None:
-        self.topology = topology
         self.log_path = log_dir / f"pipeline-{uuid.uuid4().hex[:8]}.log"
         command = [sys.executable, "-m", "ops.load.bench_pipeline", NOOP_FLAG] if noop_sink else [
             sys.executable, "-m", "pipeline"]
-        self.command = [*command, "--subscription", topology.subscription, "--dlq_topic", topology.dlq_topic,
-                        "--project", topology.project, "--region", "us-central1", *extra]
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen[bytes] | None = None
+        argv = [*command, "--subscription", topology.subscription, "--dlq_topic", topology.dlq_topic,
+                "--project", topology.project, "--region", "us-central1", *extra]
+        self.process = Process("pipeline", argv, dict(env or {}), str(self.log_path), cwd=str(ROOT), marker=False)
 
     def start(self, ready_timeout: float = 60) -> PipelineProcess:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + ready_timeout
-        while '"pipeline ready"' not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"pipeline did not become ready:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
+        self.process.start()
+        try:
+            self.process.wait_ready(lambda: '"pipeline ready"' in self.log(), "pipeline", ready_timeout, 0.1)
+        except NotReady:
+            self.stop()
+            raise RuntimeError(f"pipeline did not become ready:\n{self.log()[-3000:]}") from None
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def _signal(self, sig: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-
     def kill9(self) -> None:
-        self._signal(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(timeout=10)
+        self.process.kill()
 
     def stop(self) -> None:
-        self._signal(signal.SIGTERM)
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        self.process.stop()
 
     def __enter__(self) -> PipelineProcess:
         return self.start()
@@ -137,7 +119,7 @@ def _noop_sink() -> Any:
             self._metrics.outcome("applied")
             yield event.message
 
-    class NoopLedger(beam.PTransform):
+    class NoopLedger(beam.PTransform[Any, Any]):
         """Stands in for ApplyToLedger: same outputs, no Firestore."""
 
         def __init__(self, config: Any) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -19,6 +17,7 @@ import httpx
 from ops.admin import audit
 from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
 from ops.load.ledger_model import LedgerModel
+from ops.local.process import Process
 from schemas import deliveries
 from schemas.signing import signed_headers
 
@@ -101,19 +100,21 @@ class ChaosMix:
         return scenario, delivery
 
 
-def _emulator_pgid(drills: Drills, kind: str) -> int | None:
+def emulator_of(drills: Drills, kind: str) -> Process | None:
+    """The stack's own emulator of `kind` (from its stack.json), None if it reused one started elsewhere."""
     owned = drills.stack.info.get("emulators", {}).get("owned", [])
-    return next((int(e["pid"]) for e in owned if e["kind"] == kind and e.get("pid")), None)
+    return next((Process.attached(f"{kind}-emulator", int(e["pid"]), e.get("started"))
+                 for e in owned if e["kind"] == kind and e.get("pid")), None)
 
 
 @contextlib.asynccontextmanager
-async def frozen(pgid: int) -> AsyncIterator[None]:
-    """The process group stopped (SIGSTOP) for the block and continued (SIGCONT) whatever happens."""
-    os.killpg(pgid, signal.SIGSTOP)
+async def frozen(process: Process) -> AsyncIterator[None]:
+    """The process's group stopped (SIGSTOP) for the block and continued (SIGCONT) whatever happens."""
+    process.freeze()
     try:
         yield
     finally:
-        os.killpg(pgid, signal.SIGCONT)
+        process.thaw()
 
 
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
@@ -184,14 +185,14 @@ async def _faults(drills: Drills, rng: random.Random, duration: float, log: list
 
     async def freeze(kind: str, start: float) -> None:
         await asyncio.sleep(start)
-        pgid = _emulator_pgid(drills, kind)
-        if pgid is None:
+        emulator = emulator_of(drills, kind)
+        if emulator is None:
             at(start, f"{kind} emulator not started by this stack: not frozen")
             return
         seconds = rng.uniform(*FREEZE_SECONDS)
         at(start, f"freeze {kind} emulator (SIGSTOP) for {seconds:.0f} s")
         try:
-            async with frozen(pgid):
+            async with frozen(emulator):
                 await asyncio.sleep(seconds)
         finally:
             at(start + seconds, f"thaw {kind} emulator (SIGCONT)")

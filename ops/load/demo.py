@@ -6,8 +6,9 @@ import time
 import uuid
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import httpx
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore
 from rich.console import Console
 from rich.table import Table
 
@@ -97,13 +98,13 @@ def _tables(db: firestore.Client, subscription: str, model: LedgerModel) -> list
         ledger.add_column(column, justify="right" if column == "amount" else "left")
     sums: dict[str, int] = {}
     for doc in sorted(db.collection_group("ledger").stream(), key=lambda d: d.reference.path):
-        uid = doc.reference.parent.parent.id  # type: ignore[union-attr]
+        uid = doc.reference.parent.parent.id
         entry = doc.to_dict() or {}
         sums[uid] = sums.get(uid, 0) + int(entry.get("amount", 0))
         ledger.add_row(uid, doc.id, str(entry.get("amount")), str(entry.get("kind", "")), str(entry.get("eventId")),
                        str(entry.get("region", "")))
     for doc in sorted(db.collection_group("wallet").stream(), key=lambda d: d.reference.path):
-        uid = doc.reference.parent.parent.id  # type: ignore[union-attr]
+        uid = doc.reference.parent.parent.id
         wallets.add_row(uid, str((doc.to_dict() or {}).get("paidBalance")), str(sums.get(uid, 0)),
                         str(model.wallets().get(uid, 0)))
     return [wallets, ledger, dlq.table(dlq.inspect(subscription), title="DLQ")]

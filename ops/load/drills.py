@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import httpx
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -19,9 +20,9 @@ from rich.text import Text
 from ops.admin import audit, dlq
 from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
 from ops.admin.catalog import points as points_of
-from ops.load import traffic
-from ops.local import prometheus, status
-from ops.local.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
+from ops.load import traffic, traffic_log
+from ops.local import status
+from ops.local.stack import PRIMARY, SECONDARY, Stack
 from pipeline import recycle
 from schemas import deliveries
 from schemas.attributes import RECONCILE_SOURCE
@@ -37,7 +38,6 @@ ACK_P95_TARGET_MS = 50.0
 WORKER_P95_TARGET_MS = 250.0
 DEFAULT_DURATION["chaos"] = 90.0  # issue G, ops/load/chaos.py; not in `all` (it freezes the emulators)
 NAMES = tuple(DEFAULT_DURATION)
-FAILOVER_TARGET_S = 5.0
 SETTLE_TIMEOUT_S = 120.0  # > the subscription's 60 s ack deadline: a killed worker's leases must expire first
 PUBLIC_MIX = {s: w for s, w in traffic.WEIGHTS.items() if not s.startswith("legacy_")}
 JUDGED = (audit.LOST, audit.VERDICTS, audit.WALLETS, audit.KEY_TWICE, audit.UNCLAIMED, audit.AGGREGATES,
@@ -143,7 +143,7 @@ class Drills:
         mix = traffic.Mix(seed=int(run_id, 16), run_id=run_id, mapped_customers=mapped,
                           weights=weights or PUBLIC_MIX, legacy=legacy)
         log_path = self.stack.traffic_dir / f"{name}-{time.strftime('%H%M%S')}-{run_id}.jsonl"
-        self.last_log = log_path  # where a drill appends what it did besides sending (traffic.append_log)
+        self.last_log = log_path  # where a drill appends what it did besides sending (traffic_log.append_log)
         publisher = traffic.Publisher(self.stack.info["topic"]) if legacy else None
 
         async def main() -> traffic.Stats:
@@ -157,7 +157,7 @@ class Drills:
 
         self._say(f"{name}: sending {rate:g}/s for {duration:g} s to {self.stack.info['target']}")
         stats = asyncio.run(main())
-        return stats, traffic.read_log(log_path, compact=name == "load")  # a load run's deliveries, as text
+        return stats, traffic_log.read_log(log_path, compact=name == "load")  # a load run's deliveries, as text
 
     def settle(self, records: list[dict[str, Any]], timeout: float = SETTLE_TIMEOUT_S) -> tuple[int, float]:
         return audit.wait_accounted(self.db, records, self.stack.info["dlqSubscription"], timeout)
@@ -241,7 +241,7 @@ class Drills:
     def _log_recovered(self, log: Path) -> None:
         """Record in the run's log which deliveries PayNow gave up on were published by the reconciler since (their
         webhookEvents say source "reconcile"), so the audit's model sees them as the pipeline did."""
-        records = traffic.read_log(log, compact=True)
+        records = traffic_log.read_log(log, compact=True)
         delivered = {r["eventId"] for r in records if r.get("kind") == "webhook" and r.get("ok")}
         failed = sorted({r["eventId"] for r in records if r.get("kind") == "webhook"} - delivered)
         recovered = []
@@ -250,7 +250,7 @@ class Drills:
             recovered += [s.id for s in self.db.get_all(refs) if s.exists and (s.to_dict() or {}).get("source")
                           == RECONCILE_SOURCE]
         if recovered:
-            traffic.append_log(log, {"kind": "recovered", "eventIds": sorted(recovered)})
+            traffic_log.append_log(log, {"kind": "recovered", "eventIds": sorted(recovered)})
 
     def drill_happy(self, result: Result) -> None:
         stats, records = self.send("happy", rate=self._rate(), duration=self._duration("happy"))
@@ -290,85 +290,14 @@ class Drills:
                    f"≈ {expected:.2%} (1 − v1 share)", seen > 0 and abs(rate - expected) < 0.02)
 
     def drill_webhook_failover(self, result: Result) -> None:
-        duration = max(self._duration("webhook-failover"), 15.0)  # bringing US back takes ~5 s on busy cores
-        checkdowns = {s.name: s.check_down for s in self.stack.lb_stats()}
-        marks: dict[str, float] = {}
-        prom = self.stack.info.get("prometheus", {}).get("url")
-        failovers = prometheus.failover_count(prom, PRIMARY) if prom else 0.0
-        alert: list[tuple[float, str]] = []  # the outage alert's states, as Prometheus reports them
+        from ops.load.drill_failover import drill_webhook_failover  # kill -9 an ingress: the LB fails over
 
-        async def fault(started: float) -> None:
-            await asyncio.sleep(duration / 4)
-            marks["kill"] = time.time()
-            watching = asyncio.create_task(prometheus.watch_alert(prom, prometheus.OUTAGE_ALERT, alert,
-                                                                  region=PRIMARY)) if prom else None
-            self._say(f"webhook-failover: kill -9 ingress {PRIMARY}")
-            watch = asyncio.create_task(self._until_out(PRIMARY, marks["kill"]))
-            await asyncio.to_thread(self.stack.kill, f"ingress-{PRIMARY}")
-            marks["down"] = await watch
-            await asyncio.sleep(max(0.0, started + duration / 2 - time.monotonic()))
-            self._say(f"webhook-failover: bring {PRIMARY} back")
-            marks["restart"] = time.time()
-            await asyncio.to_thread(self.stack.restart, f"ingress-{PRIMARY}")
-            await asyncio.to_thread(self.stack.wait_lb, {PRIMARY, SECONDARY}, 30)
-            marks["back"] = time.time()
-            if watching is not None:
-                await asyncio.sleep(6)  # until Prometheus has seen the region back and resolved the alert
-                watching.cancel()
-
-        stats, records = self.send("webhook-failover", rate=self._rate(), duration=duration, during=fault)
-        self._common(result, stats, records)
-        detect = marks["down"] - marks["kill"]
-        result.add(f"time until all traffic on {SECONDARY} (LB marks {PRIMARY} DOWN)", f"{detect:.2f} s",
-                   f"≤ {FAILOVER_TARGET_S:g} s", detect <= FAILOVER_TARGET_S)
-        during = self._shares(records, int(marks["down"] * 1000), int(marks["restart"] * 1000))
-        result.add(f"answers by {PRIMARY} while it was out", during.get(PRIMARY, 0), "0", during.get(PRIMARY, 0) == 0)
-        first_try = sum(1 for r in records if r["kind"] == "webhook" and r["ok"] and len(r["attempts"]) == 1
-                        and marks["kill"] * 1000 <= r["sentAt"] <= marks["down"] * 1000)
-        result.add("webhooks sent during detection answered 2xx at first try (LB retried)", first_try)
-        events = sum(s.check_down - checkdowns.get(s.name, 0) for s in self.stack.lb_stats())
-        result.add("region_failover_events (LB UP→DOWN)", events, "≥ 1", events >= 1)
-        after = self._shares(records, int(marks["back"] * 1000))
-        result.add(f"answers by {PRIMARY} after it came back", after.get(PRIMARY, 0), "> 0", after.get(PRIMARY, 0) > 0)
-        if prom:
-            prometheus.drill_figures(result, prom, PRIMARY, failovers, alert, marks["kill"])
+        drill_webhook_failover(self, result)
 
     def drill_worker_failover(self, result: Result) -> None:
-        duration = max(self._duration("worker-failover"), 9.0)
-        before = self._worker_samples()
-        marks: dict[str, float] = {}
+        from ops.load.drill_failover import drill_worker_failover  # kill -9 the primary pipeline: the standby commits
 
-        async def fault(started: float) -> None:
-            await asyncio.sleep(duration / 3)
-            marks["kill"] = time.time()
-            self._say(f"worker-failover: kill -9 pipeline {PRIMARY}")
-            await asyncio.to_thread(self.stack.kill, f"pipeline-{PRIMARY}")
-
-        try:
-            stats, records = self.send("worker-failover", rate=self._rate(), duration=duration, during=fault)
-            self._common(result, stats, records)
-            after = self._worker_samples()
-            ids = sorted(audit.accepted_events(records))
-            by_worker: dict[str, int] = {}
-            late = 0
-            for i in range(0, len(ids), 300):
-                refs = [self.db.collection("webhookEvents").document(e) for e in ids[i:i + 300]]
-                for snap in self.db.get_all(refs):
-                    if snap.exists:
-                        doc = snap.to_dict() or {}
-                        by_worker[doc.get("workerRegion", "?")] = by_worker.get(doc.get("workerRegion", "?"), 0) + 1
-                        processed = doc.get("processedAt")
-                        if processed is not None and processed.timestamp() > marks["kill"]:
-                            late += doc.get("workerRegion") == SECONDARY
-            result.add(f"events committed by the standby ({SECONDARY}) after the kill", late, "> 0", late > 0)
-            result.add("events by worker region", ", ".join(f"{k} {v}" for k, v in sorted(by_worker.items())))
-            p95 = self._p95_ms(before, after, status.WORKER)
-            result.add("worker p95 (publish → commit)", "-" if p95 is None else f"{p95:.0f} ms",
-                       f"≤ {WORKER_P95_TARGET_MS:g} ms (reported, not judged: events in flight at the kill wait for "
-                       "their redelivery)")
-        finally:
-            self._say(f"worker-failover: restart pipeline {PRIMARY}")
-            self.stack.restart(f"pipeline-{PRIMARY}")
+        drill_worker_failover(self, result)
 
     def drill_chaos(self, result: Result) -> None:
         from ops.load.chaos import drill_chaos  # issue G: kills and emulator freezes under traffic
@@ -388,15 +317,15 @@ class Drills:
             await asyncio.sleep(min(10.0, duration / 10))  # after warm-up
             for name, process in self.stack.processes.items():
                 if process.alive():
-                    memory[name] = [group_rss_bytes(process.pid)]
+                    memory[name] = [process.rss_bytes()]
             while time.monotonic() < started + duration - 0.5:
                 for name, process in self.stack.processes.items():
                     if name in memory:
-                        peak[name] = max(peak.get(name, 0), group_rss_bytes(process.pid))
+                        peak[name] = max(peak.get(name, 0), process.rss_bytes())
                 await asyncio.sleep(min(1.0, max(0.0, started + duration - 0.5 - time.monotonic())))
             for name, process in self.stack.processes.items():
                 if name in memory:
-                    memory[name].append(group_rss_bytes(process.pid))
+                    memory[name].append(process.rss_bytes())
 
         stats, records = self.send("load", rate=rate, duration=duration, during=sample)
         ack = self._p95_ms(ingress_before, self._ingress_samples(), status.ACK)
@@ -429,7 +358,7 @@ class Drills:
     def drill_audit(self, result: Result) -> None:
         records: list[dict[str, Any]] = []
         for log in sorted(self.stack.traffic_dir.glob("*.jsonl")):
-            records.extend(traffic.read_log(log, compact=True))
+            records.extend(traffic_log.read_log(log, compact=True))
         if records:
             self.settle(records, timeout=60)
         report = self.audit_records(records) if records else audit.run(self.db)
@@ -454,7 +383,7 @@ class Drills:
         delivery = deliveries.order_completed(event_id, f"ord_replay_{run}", customer,
                                               [deliveries.order_line(f"line_replay_{run}", product, 2)])
         log = self.stack.traffic_dir / f"dlq-replay-{time.strftime('%H%M%S')}-{run}.jsonl"
-        recorder = traffic.Recorder(log)
+        recorder = traffic_log.Recorder(log)
         recorder.write({"kind": "run", "runId": run, "catalog": points_of(KNOWN_PRODUCTS), "customers": {}})
         body = deliveries.encode(delivery)
         response = httpx.post(self.stack.info["target"] + traffic.WEBHOOK_PATH, content=body,

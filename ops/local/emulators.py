@@ -4,14 +4,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ops.local.process import NotReady, Process, http_ok
 
 LOOPBACK = "127.0.0.1"
 
@@ -56,11 +54,7 @@ def _command(kind: str, port: int) -> list[str]:
 
 
 def is_ready(host: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}/", timeout=timeout) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+    return http_ok(f"http://{host}/", timeout)
 
 
 @dataclass
@@ -69,7 +63,7 @@ class Emulator:
 
     kind: str
     host: str
-    process: subprocess.Popen[bytes] | None = None
+    process: Process | None = None
     log_path: Path | None = None
     env_var: str = field(init=False)
 
@@ -82,16 +76,8 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop the emulator and its JVM (the whole process group); a reused one is left alone."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            self.process.stop()
 
 
 def start(kind: str, *, port: int | None = None, log_dir: Path | None = None,
@@ -100,18 +86,14 @@ def start(kind: str, *, port: int | None = None, log_dir: Path | None = None,
     port = port or free_port()
     command = _command(kind, port)
     log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"{kind}-emulator-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+    process = Process(f"{kind}-emulator", command, {}, str(log_path)).start()
     emulator = Emulator(kind, f"{LOOPBACK}:{port}", process, log_path)
-    deadline = time.monotonic() + timeout
-    while not is_ready(emulator.host):
-        if process.poll() is not None or time.monotonic() > deadline:
-            emulator.stop()
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise EmulatorUnavailable(f"{kind} emulator did not come up on {emulator.host}; log {log_path}:\n{tail}")
-        time.sleep(0.2)
+    try:
+        process.wait_ready(lambda: is_ready(emulator.host), f"{kind} emulator", timeout)
+    except NotReady:
+        emulator.stop()
+        raise EmulatorUnavailable(f"{kind} emulator did not come up on {emulator.host}; log {log_path}:\n"
+                                  f"{process.tail(2000)}") from None
     return emulator
 
 

@@ -15,6 +15,7 @@ import httpx
 import yaml
 
 from ops.local.emulators import LOOPBACK, free_port
+from ops.local.process import Process, http_ok
 
 if TYPE_CHECKING:
     from ops.local.stack import Stack
@@ -107,7 +108,7 @@ def command(config: Path, data: Path, port: int) -> list[str]:
 
 def start(stack: Stack) -> None:
     """Write the config and rules under $PAYNOW_HOME/prometheus, start Prometheus, wait for it, record its URLs."""
-    from ops.local.stack import Process, StackError
+    from ops.local.stack import StackError
 
     home = stack.home / "prometheus"
     data = home / "data"
@@ -135,13 +136,7 @@ def start(stack: Stack) -> None:
     process.start()
     stack.info["prometheus"] = {"url": url, "dashboard": f"{url}/consoles/{DASHBOARD}", "config": str(config),
                                 "rules": str(rules)}
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-    stack._wait(ready, "prometheus /-/ready", process, 30)
+    stack._wait(lambda: http_ok(f"{url}/-/ready"), "prometheus /-/ready", process, 30)
 
 
 # -- reading it ------------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import httpx
 
 from ops.local import emulators, haproxy, prometheus
 from ops.local.emulators import LOOPBACK, free_port
+from ops.local.process import NotReady, http_ok, start_time, wait_for
+from ops.local.process import Process as Process  # the stack's processes; `paynow up` and fake_paynow import it here
 from ops.local.topology import DEFAULT_PROJECT, Topology
 from schemas.signing import new_secret
 
@@ -52,91 +54,6 @@ class StackError(RuntimeError):
 def home() -> Path:
     """Where the stack keeps its state, logs and traffic records (PAYNOW_HOME, default ./.paynow)."""
     return Path(os.environ.get("PAYNOW_HOME", ".paynow")).absolute()
-
-
-def process_start_time(pid: int) -> int | None:
-    """The start time (clock ticks) of a live process (guards against a recycled pid); None if gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] in ("Z", "X"):  # killed, but not yet reaped by its parent (e.g. another process's child)
-        return None
-    return int(fields[19])
-
-
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every process in the process group `pgid` (a child and whatever it spawned)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
-@dataclass
-class Process:
-    """A child process in its own process group, with its command and environment kept for a restart."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: str
-    pid: int = 0
-    started: int | None = None  # /proc start time of pid
-    _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
-
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
-        if extra_env:
-            self.env.update(extra_env)
-        Path(self.log).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            log.write(f"\n==== {time.strftime('%H:%M:%S')} starting {self.name}: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self._popen = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=log,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True)
-        self.pid = self._popen.pid
-        self.started = process_start_time(self.pid)
-
-    def alive(self) -> bool:
-        if self._popen is not None:
-            return self._popen.poll() is None
-        return self.pid > 0 and self.started is not None and process_start_time(self.pid) == self.started
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process group (graceful drain), SIGKILL it after `timeout`; reap our own child."""
-        self.signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.alive():
-            self.signal(signal.SIGKILL)
-        # the group may outlive its leader (e.g. a worker it spawned)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        if self._popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=5)
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return Path(self.log).read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "argv": self.argv, "env": self.env, "log": self.log, "pid": self.pid,
-                "started": self.started}
 
 
 @dataclass
@@ -312,26 +229,18 @@ class Stack:
 
     # -- readiness -----------------------------------------------------------------------------------------
     @staticmethod
-    def _wait(condition: Any, what: str, process: Process | None, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if process is not None and not process.alive():
-                raise StackError(f"{what}: process exited; log {process.log}:\n{process.tail()}")
-            if time.monotonic() > deadline:
-                tail = f"; log {process.log}:\n{process.tail()}" if process else ""
-                raise StackError(f"{what}: not ready after {timeout:.0f} s{tail}")
-            time.sleep(0.2)
+    def _wait(condition: Callable[[], bool], what: str, process: Process | None, timeout: float) -> None:
+        try:
+            wait_for(condition, what, timeout, process)
+        except NotReady as exc:
+            raise StackError(str(exc)) from None
 
     def ingress_url(self, region: str) -> str:
         return f"http://{LOOPBACK}:{self.processes[f'ingress-{region}'].env['PORT']}"
 
     def wait_ingress_ready(self, region: str, timeout: float = 60) -> None:
-        def ready() -> bool:
-            try:
-                return httpx.get(self.ingress_url(region) + "/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-        self._wait(ready, f"ingress {region} /readyz", self.processes[f"ingress-{region}"], timeout)
+        self._wait(lambda: http_ok(self.ingress_url(region) + "/readyz"), f"ingress {region} /readyz",
+                   self.processes[f"ingress-{region}"], timeout)
 
     def metrics_url(self, region: str) -> str:
         return f"http://{LOOPBACK}:{self.processes[f'pipeline-{region}'].env['METRICS_PORT']}/metrics"
@@ -372,16 +281,8 @@ class Stack:
 
     # -- faults and restarts (drills) ---------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        process = self.processes[name]
-        process.signal(sig)
-        deadline = time.monotonic() + 10
-        while process.alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # no straggler of the group survives a kill -9 drill
-        if process._popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process._popen.wait(timeout=5)
+        """A drill's fault: `sig` (kill -9) to a process's group; no straggler of the group survives."""
+        self.processes[name].kill(sig)
 
     def restart(self, name: str, extra_env: dict[str, str] | None = None, *, wait: bool = True) -> None:
         """(Re)start a process with the same command, port and settings (plus `extra_env`)."""
@@ -413,7 +314,7 @@ class Stack:
         info = {
             **self.info,
             "supervisorPid": self.info.get("supervisorPid", os.getpid()),
-            "supervisorStarted": self.info.get("supervisorStarted", process_start_time(os.getpid())),
+            "supervisorStarted": self.info.get("supervisorStarted", start_time(os.getpid())),
             "home": str(self.home),
             "project": self.config.project,
             "regions": list(self.config.regions),
@@ -421,7 +322,7 @@ class Stack:
             "emulators": {"pubsub": os.environ.get("PUBSUB_EMULATOR_HOST"),
                           "firestore": os.environ.get("FIRESTORE_EMULATOR_HOST"),
                           "owned": [{"kind": e.kind, "pid": e.process.pid if e.process else 0,
-                                     "started": process_start_time(e.process.pid) if e.process else None}
+                                     "started": e.process.started if e.process else None}
                                     for e in owned]},
             "topic": self.topology.topic, "subscription": self.topology.subscription,
             "dlqTopic": self.topology.dlq_topic, "dlqSubscription": self.topology.dlq_subscription,
@@ -434,7 +335,8 @@ class Stack:
             "processes": {n: p.to_json() for n, p in self.processes.items()},
             "config": {"lb": self.config.lb, "standby": self.config.standby},
         }
-        info["target"] = info["lb"]["url"] if "lb" in info else next(iter(info["ingress"].values()), {}).get("url")
+        first_ingress = next(iter(info["ingress"].values()), {"url": None})
+        info["target"] = info["lb"]["url"] if "lb" in info else first_ingress["url"]
         self.info = info
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.stack_file.with_suffix(".tmp")
@@ -488,8 +390,8 @@ class Stack:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
-        info = read_info(self.stack_file) if self.stack_file.exists() else None
-        if info and info.get("supervisorPid") == os.getpid():
+        last = read_info(self.stack_file) if self.stack_file.exists() else None
+        if last and last.get("supervisorPid") == os.getpid():
             self.stack_file.unlink(missing_ok=True)
 
 
@@ -503,8 +405,8 @@ def read_info(path: Path) -> dict[str, Any] | None:
 
 
 def supervisor_alive(info: dict[str, Any]) -> bool:
-    pid = info.get("supervisorPid")
-    return bool(pid) and process_start_time(int(pid)) == info.get("supervisorStarted")
+    pid = int(info.get("supervisorPid") or 0)
+    return bool(pid) and start_time(pid) == info.get("supervisorStarted")
 
 
 def use_emulators(info: dict[str, Any]) -> None:
@@ -534,7 +436,7 @@ def down(path: Path | None = None, timeout: float = 30.0) -> list[str]:
             process.stop()
             stopped.append(f"{name} {process.pid}")
     for owned in info.get("emulators", {}).get("owned", []):
-        process = Process(f"{owned['kind']}-emulator", [], {}, "", owned["pid"], owned["started"])
+        process = Process.attached(f"{owned['kind']}-emulator", owned["pid"], owned["started"])
         if process.alive():
             process.stop()
             stopped.append(f"{owned['kind']} emulator {process.pid}")

@@ -67,11 +67,6 @@ def buckets(samples: Samples, histogram: str, **match: str) -> dict[float, float
     return out
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank q-quantile of raw samples already sorted (benchmarks, the traffic generator's answers)."""
-    return sorted_values[min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))]
-
-
 def quantile(q: float, cumulative: dict[float, float]) -> float | None:
     """Prometheus' histogram_quantile: linear interpolation inside the bucket holding the q-th observation."""
     if not cumulative:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions
-from google.cloud import pubsub_v1
 
 DEFAULT_PROJECT = "paynow-local"
 

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from ops.local.emulators import free_port
+from ops.local.process import Process, http_ok
 from ops.local.topology import Topology
 from tests.ingress.conftest import BASE_ENV, WEBHOOK, order_body, signed_headers
 from tests.ingress.test_pubsub_integration import pull
@@ -21,10 +21,9 @@ from tests.ingress.test_pubsub_integration import pull
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "ingress"], cwd=ROOT, env={**os.environ, **env},
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def start(env: dict[str, str], log: Path) -> Process:
+    """`python -m ingress` with the harness; its log holds only the ingress's own JSON lines."""
+    return Process("ingress", [sys.executable, "-m", "ingress"], env, str(log), cwd=str(ROOT), marker=False).start()
 
 
 def test_invalid_configuration_exits_2_naming_the_setting() -> None:
@@ -35,7 +34,7 @@ def test_invalid_configuration_exits_2_naming_the_setting() -> None:
     assert line["setting"] == "PUBLISH_TIMEOUT" and line["message"].startswith("invalid configuration: PUBLISH_TIMEOUT")
 
 
-async def _post_all(base: str, bodies: list[bytes], process: subprocess.Popen[bytes]) -> list[tuple[str, int]]:
+async def _post_all(base: str, bodies: list[bytes], process: Process) -> list[tuple[str, int]]:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         async def one(body: bytes) -> tuple[str, int]:
             response = await client.post(WEBHOOK, content=body, headers=signed_headers(body))
@@ -43,7 +42,7 @@ async def _post_all(base: str, bodies: list[bytes], process: subprocess.Popen[by
 
         in_flight = [asyncio.create_task(one(b)) for b in bodies[:20]]
         await asyncio.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
+        process.signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         readyz = (await client.get("/readyz")).status_code
         late = await asyncio.gather(*(one(b) for b in bodies[20:]))
@@ -58,22 +57,12 @@ def test_sigterm_drains_then_exits_with_everything_acknowledged_published(topolo
     process = start(env, tmp_path / "ingress.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "ingress.log").read_text()
-            time.sleep(0.2)
+        process.wait_ready(lambda: http_ok(f"{base}/readyz"), "ingress /readyz", 30)
         bodies = [order_body(f"evt-term-{i}", uid=f"user-{i % 5}") for i in range(40)]
         results = asyncio.run(_post_all(base, bodies, process))
         assert process.wait(timeout=20) == 0
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.kill()
     answers = dict(results)
     assert answers.pop("readyz") == 503
     assert set(answers.values()) <= {202, 503}  # every request in flight at SIGTERM got an answer

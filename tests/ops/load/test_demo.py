@@ -1,9 +1,9 @@
 """`paynow demo`: one region end to end, the tables it prints, and nothing left running afterwards."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ops import cli
@@ -14,14 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
 
 def _children() -> set[int]:
     """Processes whose parent is this test process (the demo's ingress and pipeline would be)."""
-    mine = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                mine.add(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return mine
+    return {child.pid for child in psutil.Process().children()}
 
 
 def test_demo_prints_wallets_ledger_and_dlq_then_stops_everything(

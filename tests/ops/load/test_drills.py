@@ -16,8 +16,9 @@ from rich.console import Console
 
 from ops import cli
 from ops.admin import audit
-from ops.load import drills
-from ops.local.stack import Config, Stack, process_start_time
+from ops.load import drill_failover, drills
+from ops.local.process import start_time
+from ops.local.stack import Config, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
@@ -56,7 +57,7 @@ def test_stack_file_describes_the_running_stack(stack: Stack) -> None:
     assert info["webhookSecret"] == stack.secret and info["project"] == stack.config.project
     assert info["subscription"].endswith("/subscriptions/paynow-events-pipeline")
     assert info["emulators"]["pubsub"] and info["emulators"]["firestore"]
-    assert all(process_start_time(p["pid"]) == p["started"] for p in info["processes"].values())
+    assert all(start_time(p["pid"]) == p["started"] for p in info["processes"].values())
     assert oct(stack.stack_file.stat().st_mode & 0o777) == "0o600"
     env_file = stack.home / "config" / "ingress-europe-west1.env"
     assert "REGION=europe-west1" in env_file.read_text() and oct(env_file.stat().st_mode & 0o777) == "0o600"
@@ -84,7 +85,7 @@ def test_webhook_failover(stack: Stack) -> None:
     result = _run(stack, "webhook-failover", duration=15, rate=RATE)
     assert result.passed
     detect = result.figure("time until all traffic on europe-west1 (LB marks us-central1 DOWN)")
-    assert float(detect.value.split()[0]) <= drills.FAILOVER_TARGET_S
+    assert float(detect.value.split()[0]) <= drill_failover.FAILOVER_TARGET_S
     assert int(_value(result, "answers by us-central1 after it came back")) > 0
 
 

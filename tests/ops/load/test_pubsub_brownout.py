@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ops.admin import audit, dlq
 from ops.load import traffic
-from ops.load.chaos import _emulator_pgid, frozen
+from ops.load.chaos import emulator_of, frozen
 from ops.load.drills import Drills, Result
 from ops.local.stack import Config, Stack
 from schemas import deliveries
@@ -101,8 +101,8 @@ def _attempts(records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], d
 
 def test_pubsub_brownout(stack: Stack) -> None:
     drills = Drills(stack, console=Console(width=160, stderr=True))
-    pgid = _emulator_pgid(drills, "pubsub")
-    assert pgid is not None, "the stack did not start a Pub/Sub emulator of its own"
+    emulator = emulator_of(drills, "pubsub")
+    assert emulator is not None, "the stack did not start a Pub/Sub emulator of its own"
     watch = Watch()
     direct = Watch(regions={r: v["url"] for r, v in stack.info["ingress"].items()})
     marks: dict[str, float] = {}
@@ -124,7 +124,7 @@ def test_pubsub_brownout(stack: Stack) -> None:
         await asyncio.sleep(max(0.0, started + FREEZE_AT - time.monotonic()))
         marks["frozen"] = time.time()
         async with httpx.AsyncClient(transport=direct) as client:
-            async with frozen(pgid):
+            async with frozen(emulator):
                 await asyncio.sleep(GRACE_S)
                 probes = [asyncio.create_task(probe(client, r)) for r in stack.config.regions]
                 await asyncio.sleep(FREEZE_S - GRACE_S)

@@ -56,10 +56,3 @@ def test_the_view_renders_every_section() -> None:
                      "failover events (LB UP→DOWN): 2", "europe-west1 UP→DOWN", "DOWN"):
         assert expected in text, expected
 
-
-def test_percentile_is_nearest_rank_of_sorted_samples() -> None:
-    values = [float(v) for v in range(1, 101)]  # 1..100
-    assert status.percentile(values, 0.5) == 51.0
-    assert status.percentile(values, 0.95) == 95.0
-    assert status.percentile(values, 1.0) == 100.0
-    assert status.percentile([7.0], 0.99) == 7.0
