@@ -340,7 +340,7 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
     from google.cloud import firestore
 
     from ops.admin import audit
-    from ops.load import traffic
+    from ops.load import traffic_log
 
     info = _stack_info(required=False) if args.project is None or args.project == _running_project() else None
     project = args.project or (info or {}).get("project")
@@ -351,7 +351,7 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
         if info is None:
             raise UsageError("--all-traffic needs a running stack (or name the logs with --traffic-log)")
         logs.extend(sorted(Path(info["trafficDir"]).glob("*.jsonl")))
-    records = [r for log in logs for r in traffic.read_log(log, compact=True)] if logs else None
+    records = [r for log in logs for r in traffic_log.read_log(log, compact=True)] if logs else None
     dlq_subscription = args.dlq_subscription or Topology(project=project).dlq_subscription
     db = firestore.Client(project=project, database=args.database)
     try:
@@ -405,7 +405,7 @@ def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
     result = dlq.replay(subscription=subscription, topic=topic, flt=flt, limit=args.limit, dry_run=args.dry_run)
     verb = "would replay" if args.dry_run else "replayed"
     if args.traffic_log and result.replayed and not args.dry_run:
-        from ops.load.traffic import append_log
+        from ops.load.traffic_log import append_log
 
         append_log(args.traffic_log, {"kind": "replay", "eventIds": [x.event_id for x in result.replayed]})
     console.print(dlq.table(result.replayed, title=f"{verb} {len(result.replayed)} onto {topic}"))
@@ -461,7 +461,7 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
         for customer, uid in args.map:
             map_customer(db, customer, uid)
             if args.traffic_log:
-                from ops.load.traffic import append_log
+                from ops.load.traffic_log import append_log
 
                 append_log(args.traffic_log, {"kind": "mapping", "customerId": customer, "uid": uid})
     finally:

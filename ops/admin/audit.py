@@ -20,7 +20,7 @@ from google.cloud import firestore
 from rich.table import Table
 
 from ops.load.ledger_model import LedgerModel
-from ops.load.traffic import Context, context_of, delivery_of
+from ops.load.traffic_log import Context, context_of, delivery_of
 
 SHARE_TOLERANCE = 0.02  # regional shares may differ by 2 percentage points (events re-sent to the other region)
 SHOW = 5  # examples printed per failing check

@@ -24,13 +24,7 @@ import httpx
 from ops.admin.catalog import KNOWN_PRODUCTS, points
 from ops.load.stats import percentile
 
-# `X as X`: the log's readers, re-exported for ops/cli.py and ops/admin/audit.py, which read them from here
-from ops.load.traffic_log import Context as Context
 from ops.load.traffic_log import Recorder
-from ops.load.traffic_log import append_log as append_log
-from ops.load.traffic_log import context_of as context_of
-from ops.load.traffic_log import delivery_of as delivery_of
-from ops.load.traffic_log import read_log as read_log
 from schemas import deliveries, encode_legacy
 from schemas.signing import signed_headers
 

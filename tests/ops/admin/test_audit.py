@@ -11,7 +11,7 @@ import pytest
 from google.cloud import firestore
 
 from ops.admin import audit
-from ops.load.traffic import Context
+from ops.load.traffic_log import Context
 from schemas import deliveries
 
 NOW = int(time.time() * 1000)

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from ops.admin import audit, dlq
-from ops.load import traffic
+from ops.load import traffic, traffic_log
 from ops.load.chaos import emulator_of, frozen
 from ops.load.drills import Drills, Result
 from ops.local.stack import Config, Stack
@@ -118,7 +118,7 @@ def test_pubsub_brownout(stack: Stack) -> None:
         url = stack.info["ingress"][region]["url"] + traffic.WEBHOOK_PATH
         record = await traffic.send_webhook(client, url, stack.secret, hook, POLICY)
         assert drills.last_log is not None
-        traffic.append_log(drills.last_log, record)
+        traffic_log.append_log(drills.last_log, record)
 
     async def brownout(started: float) -> None:
         await asyncio.sleep(max(0.0, started + FREEZE_AT - time.monotonic()))
