@@ -23,7 +23,6 @@ import httpx
 
 from ops.admin.catalog import KNOWN_PRODUCTS, points
 from ops.load.stats import percentile
-
 from ops.load.traffic_log import Recorder
 from schemas import deliveries, encode_legacy
 from schemas.signing import signed_headers
