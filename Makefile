@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 run: install system-deps
 	$(VENV)/bin/paynow up
 
-test: install system-deps
+test: lint system-deps  # lint first: a type or style error fails before the 10-minute suite starts
 	$(PY) -m pytest
 
 test-fast: install  # no emulator, no process: under a minute
@@ -41,8 +41,9 @@ $(STAMP): setup.py pyproject.toml
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-lint: install
+lint: install  # ruff, then mypy --strict over schemas, ingress, pipeline and ops (pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .paynow build *.egg-info

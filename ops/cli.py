@@ -315,7 +315,7 @@ def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
         client = firestore.Client(project=info["project"])
         for customer, uid in mapped.items():
             map_customer(client, customer, uid)
-        client.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
+        client.close()
         if not args.no_legacy:
             publisher = traffic.Publisher(info["topic"])
     elif not args.no_legacy:
@@ -361,7 +361,7 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
         report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription,
                            events_ttl_days=args.events_ttl_days)
     finally:
-        db.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
+        db.close()
     console.print(report.table(f"Ledger audit · project {project} · {len(logs)} traffic log(s)"))
     console.print("[bold green]no drift[/]" if report.ok else "[bold red]DRIFT[/]")
     return 0 if report.ok else 1
@@ -465,7 +465,7 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
 
                 append_log(args.traffic_log, {"kind": "mapping", "customerId": customer, "uid": uid})
     finally:
-        db.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
+        db.close()
     console.print(f"seeded {count} products and {len(args.map)} customer mapping(s) in {topology.project}")
     return 0
 

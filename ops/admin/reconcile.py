@@ -428,7 +428,7 @@ def run_command(args: argparse.Namespace, console: Console, stack_info: Mapping[
                            progress=say, on_recovered=recovered)
     finally:
         api.close()
-        db.close()  # type: ignore[no-untyped-call]  # firestore.Client.close is unannotated
+        db.close()
     if args.json_log:
         _log("WARNING" if report.recovered or not report.ok else "INFO", "reconcile finished",
              recovered=len(report.recovered), summary=report.summary(), apiRequests=report.api_requests,
