@@ -23,6 +23,7 @@ setup(
         "rich>=13",
         "httpx>=0.27",
         "cachetools>=5.3,<7",  # the ingress's bounded rate-limit table (TTLCache); apache-beam[gcp] also pins <7
+        "psutil>=5.9",  # the process harness (ops/local/process.py): start times, process groups, RSS, CPU
     ],
     extras_require={
         "test": [
@@ -34,7 +35,7 @@ setup(
             "python-hcl2>=4.3",
             "jsonschema>=4.20",
         ],
-        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3"],
+        "dev": ["ruff>=0.6", "mypy>=1.10", "py-spy>=0.3", "types-psutil"],
     },
     entry_points={"console_scripts": ["paynow=ops.cli:main"]},
 )

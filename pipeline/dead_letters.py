@@ -9,11 +9,11 @@ import apache_beam as beam
 from google.cloud import pubsub_v1
 
 from pipeline.batching import BatchInBundle
-from pipeline.dedupe import claims_for
 from pipeline.firestore_client import backoff
+from pipeline.local.dedupe import claims_for
+from pipeline.local.leases import leases_for
 from pipeline.model import Message, Rejected
 from pipeline.observability import RegionMetrics, log
-from pipeline.pubsub_io import leases_for
 from schemas import encode_dlq_record
 
 PUBLISH_TIMEOUT = 30.0

@@ -22,7 +22,7 @@ from ops.admin.catalog import points as points_of
 from ops.load import traffic
 from ops.local import prometheus, status
 from ops.local.stack import PRIMARY, SECONDARY, Stack, group_rss_bytes
-from pipeline import recycle
+from pipeline.local import recycle
 from schemas import deliveries
 from schemas.paynow import RECONCILE_SOURCE
 from schemas.signing import signed_headers

@@ -1,4 +1,4 @@
-"""DecodeAndGate verdicts and DedupeEventIds (both variants) on TestPipeline / TestStream."""
+"""DecodeAndGate verdicts, DedupeEventIds on TestPipeline / TestStream, and the acking read's claims."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +12,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.dedupe import IN_FLIGHT, NEW, SETTLED, Claims, DedupeEventIds, claims_for, remember
+from pipeline.dedupe import DedupeEventIds, remember
 from pipeline.gate import DecodeAndGate, decode_message
+from pipeline.local.dedupe import IN_FLIGHT, NEW, SETTLED, Claims, claims_for
 from pipeline.model import Event, Rejected
 from schemas import encode_envelope, encode_legacy, fingerprint
 from tests.pipeline import factories as f
@@ -114,14 +115,13 @@ def one_by_one(stream: TestStream, *event_ids: str) -> TestStream:
     return stream
 
 
-@pytest.mark.parametrize("with_timers", [False, True])
-def test_dedupe_drops_duplicates_inside_the_ttl_and_passes_them_after(with_timers: bool) -> None:
+def test_dedupe_drops_duplicates_inside_the_ttl_and_passes_them_after() -> None:
     global _ticks
     _ticks = itertools.count()
     # clock: a=0, a=100 (dup), b=200, a=300 (300 s after the first: outside a 250 s TTL), a=400 (dup of 300)
     stream = one_by_one(TestStream(), "a", "a", "b", "a", "a").advance_watermark_to_infinity()
     with TestPipeline(options=STREAMING) as p:
-        out = p | stream | DedupeEventIds(250, "us-central1", with_timers=with_timers, clock=ticking_clock)
+        out = p | stream | DedupeEventIds(250, "us-central1", clock=ticking_clock)
         assert_that(out.unique | beam.Map(lambda e: e.envelope["eventId"]), equal_to(["a", "b", "a"]),
                     label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.message_id), equal_to(["a", "a"]), label="duplicate")
@@ -132,17 +132,16 @@ def test_dedupe_timer_clears_the_key_when_processing_time_passes_the_ttl() -> No
     stream = (one_by_one(TestStream(), "a", "a").advance_processing_time(61)
               .add_elements([keyed("a")]).advance_watermark_to_infinity())
     with TestPipeline(options=STREAMING) as p:
-        out = p | stream | DedupeEventIds(60, "us-central1", with_timers=True, clock=frozen_clock)
+        out = p | stream | DedupeEventIds(60, "us-central1", clock=frozen_clock)
         assert_that(out.unique | beam.Map(lambda e: e.envelope["eventId"]), equal_to(["a", "a"]), label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.message_id), equal_to(["a"]), label="duplicate")
 
 
-@pytest.mark.parametrize("with_timers", [False, True])
-def test_a_dlq_replay_passes_the_dedupe_but_its_redelivery_does_not(with_timers: bool) -> None:
+def test_a_dlq_replay_passes_the_dedupe_but_its_redelivery_does_not() -> None:
     stream = (TestStream().add_elements([keyed("a")]).add_elements([keyed("a", "1700")])
               .add_elements([keyed("a", "1700")]).add_elements([keyed("a", "1800")]).advance_watermark_to_infinity())
     with TestPipeline(options=STREAMING) as p:
-        out = p | stream | DedupeEventIds(3600, "us-central1", with_timers=with_timers, clock=frozen_clock)
+        out = p | stream | DedupeEventIds(3600, "us-central1", clock=frozen_clock)
         assert_that(out.unique | beam.Map(lambda e: e.message.attributes.get("replayedAt")),
                     equal_to([None, "1700", "1800"]), label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.attributes.get("replayedAt")), equal_to(["1700"]),

@@ -15,7 +15,7 @@ from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher
 from ops.local import emulators
 from ops.local.emulators import free_port
 from ops.local.topology import Topology
-from pipeline import recycle
+from pipeline.local import recycle
 from schemas import encode_legacy
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
@@ -183,7 +183,7 @@ def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, st
 
 def test_worker_past_its_memory_bound_recycles_itself_without_loss_or_double_credit(
         topology: Topology, firestore_db: firestore.Client, tmp_path: Path) -> None:
-    """FnApiRunner leaks native memory while streaming (pipeline/recycle.py); a low bound forces recycles."""
+    """FnApiRunner leaks native memory while streaming (pipeline/local/recycle.py); a low bound forces recycles."""
     users = [f"m{i}" for i in range(10)]
     payloads = [f.order(f"m-{n}", f"mo-{n}", [(f.P20, 1)], customer=f"c-{users[n % 10]}", uid=users[n % 10])
                 for n in range(300)]
