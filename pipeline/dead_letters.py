@@ -9,7 +9,7 @@ import apache_beam as beam
 from google.cloud import pubsub_v1
 
 from pipeline.batching import BatchInBundle
-from pipeline.firestore_client import backoff
+from pipeline.firestore_transport import backoff
 from pipeline.local.dedupe import claims_for
 from pipeline.local.leases import leases_for
 from pipeline.model import Message, Rejected

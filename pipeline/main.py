@@ -13,8 +13,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from pipeline.accounts import ResolveAccount
 from pipeline.dead_letters import PublishDeadLetters
 from pipeline.dedupe import DedupeEventIds
-from pipeline.firestore_client import FirestoreConfig
-from pipeline.firestore_sink import ApplyToLedger
+from pipeline.firestore_transport import FirestoreConfig
 from pipeline.gate import DecodeAndGate
 from pipeline.local import recycle
 from pipeline.local.acking_read import AckingRead, Acknowledge, Release
@@ -24,6 +23,7 @@ from pipeline.model import Event
 from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
 from pipeline.pubsub_io import NativeRead, log_ready
+from pipeline.sink import ApplyToLedger
 from schemas import ordering_key
 
 ACKING_LOCAL_RUNNER = "FnApiRunner"
