@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 
 from pipeline.caches import CustomerCache
 from pipeline.firestore_transport import RPC_TIMEOUT, FirestoreConfig, FirestoreRpc, Unavailable, WriteFailed
@@ -75,10 +76,10 @@ class _ResolveFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(DLQ, reject(event, verdict, reason, STEP))
 
     def teardown(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]
 
 
-class ResolveAccount(beam.PTransform):
+class ResolveAccount(beam.PTransform[PCollection[Event], DoOutputsTuple]):
     """Event -> (`resolved`: Event, uid set for orders and cycles; `dlq`: unmapped_customer / write_failed;
     `release`: Message whose lookup met a transient fault, to hand back to Pub/Sub)."""
 
@@ -86,5 +87,8 @@ class ResolveAccount(beam.PTransform):
         super().__init__()
         self._config = config
 
-    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return events | "Lookup" >> beam.ParDo(_ResolveFn(self._config)).with_outputs(DLQ, RELEASE, main=RESOLVED)
+    def expand(self, events: PCollection[Event]) -> DoOutputsTuple:
+        lookup = beam.ParDo(_ResolveFn(self._config))  # type: ignore[no-untyped-call]
+        outputs: DoOutputsTuple = (
+            events | "Lookup" >> lookup.with_outputs(DLQ, RELEASE, main=RESOLVED))  # type: ignore[no-untyped-call]
+        return outputs

@@ -8,11 +8,12 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.model import Event
+from pipeline.model import Event, Message
 from pipeline.observability import RegionMetrics, log
 
 UNIQUE = "unique"
@@ -65,7 +66,7 @@ class TimerDedupeFn(beam.DoFn):
         self._metrics = RegionMetrics(self._region)
 
     def process(self, element: tuple[str, Event], seen: Any = SEEN_STATE,
-                expiry: Any = EXPIRY_TIMER) -> Iterator[Event | beam.pvalue.TaggedOutput]:
+                expiry: Any = EXPIRY_TIMER) -> Iterator[Event | beam.pvalue.TaggedOutput[str, Message]]:
         _, event = element
         duplicate, memory = remember(seen.read() or {}, dedupe_id(event), self._clock(), self._ttl)
         seen.write(memory)
@@ -83,7 +84,7 @@ class TimerDedupeFn(beam.DoFn):
         seen.clear()
 
 
-class DedupeEventIds(beam.PTransform):
+class DedupeEventIds(beam.PTransform[PCollection[tuple[str, Event]], DoOutputsTuple]):
     """(orderingKey, Event) -> (`unique`: Event, `duplicate`: Message of a dropped copy).
 
     TimerDedupeFn, whose state the runner commits with the bundle's outputs (DESIGN §3). The acking read on the
@@ -96,5 +97,8 @@ class DedupeEventIds(beam.PTransform):
             raise ValueError("ttl_seconds must be positive")
         self._fn = TimerDedupeFn(ttl_seconds, region, clock)
 
-    def expand(self, keyed: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return keyed | "Remember" >> beam.ParDo(self._fn).with_outputs(DUPLICATE, IN_FLIGHT, main=UNIQUE)
+    def expand(self, keyed: PCollection[tuple[str, Event]]) -> DoOutputsTuple:
+        remember = beam.ParDo(self._fn)  # type: ignore[no-untyped-call]
+        outputs: DoOutputsTuple = (
+            keyed | "Remember" >> remember.with_outputs(DUPLICATE, IN_FLIGHT, main=UNIQUE))  # type: ignore[no-untyped-call]
+        return outputs

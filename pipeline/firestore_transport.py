@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler
@@ -72,7 +73,7 @@ class WriteFailed(RuntimeError):
 
 def backoff(attempt: int, base: float = FIRST_BACKOFF) -> float:
     """Seconds to wait before retry number `attempt` (1-based): exponential, capped, with jitter."""
-    return min(MAX_BACKOFF, base * 2 ** (attempt - 1)) * random.uniform(0.75, 1.0)
+    return min(MAX_BACKOFF, base * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.0)
 
 
 class _Sleeper:
@@ -86,16 +87,17 @@ class _SharedThrottler:
     """One AdaptiveThrottler per process (all steps call the same backend), safe across the commit threads."""
 
     def __init__(self) -> None:
-        self._throttler = AdaptiveThrottler(THROTTLE_WINDOW_MS, THROTTLE_BUCKET_MS, OVERLOAD_RATIO)
+        self._throttler = AdaptiveThrottler(  # type: ignore[no-untyped-call]
+            THROTTLE_WINDOW_MS, THROTTLE_BUCKET_MS, OVERLOAD_RATIO)
         self._lock = threading.Lock()
 
     def throttle_request(self, now_ms: float) -> bool:
         with self._lock:
-            return bool(self._throttler.throttle_request(now_ms))
+            return bool(self._throttler.throttle_request(now_ms))  # type: ignore[no-untyped-call]
 
     def successful_request(self, now_ms: float) -> None:
         with self._lock:
-            self._throttler.successful_request(now_ms)
+            self._throttler.successful_request(now_ms)  # type: ignore[no-untyped-call]
 
 
 _throttler = _SharedThrottler()
@@ -143,11 +145,12 @@ class FirestoreRpc:
         log(logging.WARNING, "firestore call failed, retrying", waitSeconds=round(wait, 2), error=error.strip()[:200])
 
     def call(self, call: Callable[[], T]) -> T:
-        attempt = retry.with_exponential_backoff(
+        attempt = retry.with_exponential_backoff(  # type: ignore[no-untyped-call]
             num_retries=self._attempts - 1, initial_delay_secs=FIRST_BACKOFF, max_delay_secs=MAX_BACKOFF,
             retry_filter=_is_transient, clock=_Sleeper(self._sleep), logger=self._log_retry)(self._once)
         try:
-            return attempt(call)
+            result: T = attempt(call)
+            return result
         except TRANSIENT as exc:
             raise Unavailable(f"{type(exc).__name__} after {self._attempts} attempts: {str(exc)[:300]}") from exc
         except CONFLICT:
@@ -229,7 +232,9 @@ def _increment(name: str, increments: Mapping[str, int], server_time: tuple[str,
 
 def _commit_request(database: str, writes: list[Any]) -> firestore_types.CommitRequest:
     """A CommitRequest wrapping the raw writes without copying them."""
-    return firestore_types.CommitRequest.wrap(_CommitRequest(database=database, writes=writes))
+    request: firestore_types.CommitRequest = firestore_types.CommitRequest.wrap(
+        _CommitRequest(database=database, writes=writes))
+    return request
 
 
 def to_proto(root: str, planned: Write) -> Any:
@@ -268,11 +273,13 @@ class FirestoreTransport:
         found: dict[str, Any] = {}
         for start in range(0, len(paths), READ_CHUNK):
             refs = [self._client.document(p) for p in paths[start:start + READ_CHUNK]]
-            # retry=None: our own bounded, logged retries, not the client's silent ones
-            snaps = self._rpc.call(
-                lambda refs=refs: list(self._client.get_all(refs, timeout=RPC_TIMEOUT, retry=None)))
+            snaps = self._rpc.call(partial(self._read, refs))
             found.update({s.reference.path: s for s in snaps})
         return found
+
+    def _read(self, refs: list[Any]) -> list[Any]:
+        # retry=None: our own bounded, logged retries, not the client's silent ones
+        return list(self._client.get_all(refs, timeout=RPC_TIMEOUT, retry=None))
 
     def products(self) -> dict[str, Product]:
         return self._rpc.call(lambda: load_products(self._client))

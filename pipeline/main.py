@@ -9,6 +9,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.pvalue import DoOutputsTuple, PBegin, PCollection
 
 from pipeline.accounts import ResolveAccount
 from pipeline.dead_letters import PublishDeadLetters
@@ -19,7 +20,7 @@ from pipeline.local import recycle
 from pipeline.local.acking_read import AckingRead, Acknowledge, Release
 from pipeline.local.dedupe import ClaimingDedupe
 from pipeline.local.runner import without_state_cache
-from pipeline.model import Event
+from pipeline.model import Event, Message
 from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
 from pipeline.pubsub_io import NativeRead, log_ready
@@ -28,7 +29,7 @@ from schemas import ordering_key
 
 ACKING_LOCAL_RUNNER = "FnApiRunner"
 NATIVE_LOCAL_RUNNER = "BundleBasedDirectRunner"
-SinkFactory = Callable[[FirestoreConfig], beam.PTransform]
+SinkFactory = Callable[[FirestoreConfig], beam.PTransform[PCollection[Event], DoOutputsTuple]]
 
 
 def firestore_config(options: PipelineOptions) -> FirestoreConfig:
@@ -41,7 +42,7 @@ def firestore_config(options: PipelineOptions) -> FirestoreConfig:
                            event_ttl_days=ledger.event_ttl_days)
 
 
-def _output(outputs: beam.pvalue.DoOutputsTuple, tag: str) -> beam.PCollection | None:
+def _output(outputs: DoOutputsTuple, tag: str) -> PCollection[Message] | None:
     """A tagged output if the step declares it (a sink factory's stand-in may not release anything)."""
     try:
         return outputs[tag]
@@ -66,7 +67,7 @@ class _ServeMetrics(beam.DoFn):
         yield element
 
 
-def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = None,
+def build_pipeline(options: PipelineOptions, *, read: beam.PTransform[PBegin, PCollection[Message]] | None = None,
                    sink: SinkFactory = ApplyToLedger) -> beam.Pipeline:
     """The whole graph, not run. `read` replaces ReadEnvelopes (tests); `sink` replaces ApplyToLedger (bench)."""
     validate(options)
@@ -80,18 +81,21 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = N
         read = AckingRead(ledger.subscription, region) if acking else NativeRead(ledger.subscription)
     messages = p | "ReadEnvelopes" >> read
     if ledger.metrics_port > 0:
-        messages = messages | "ServeMetrics" >> beam.ParDo(_ServeMetrics(ledger.metrics_port))
+        messages = messages | "ServeMetrics" >> beam.ParDo(  # type: ignore[no-untyped-call]
+            _ServeMetrics(ledger.metrics_port))
     gated = messages | "DecodeAndGate" >> DecodeAndGate(ledger.min_compatible, region)
     dedupe = (ClaimingDedupe(ledger.subscription, ledger.dedupe_ttl, region) if acking
               else DedupeEventIds(ledger.dedupe_ttl, region))
     deduped = (gated.valid
-               | "KeyByOrderingKey" >> beam.Map(key_by_ordering_key).with_output_types(tuple[str, Any])
+               | "KeyByOrderingKey" >> beam.Map(  # type: ignore[no-untyped-call]
+                   key_by_ordering_key).with_output_types(tuple[str, Any])
                | "DedupeEventIds" >> dedupe)
     resolved = deduped.unique | "ResolveAccount" >> ResolveAccount(config)
     applied = resolved.resolved | "ApplyToLedger" >> sink(config)
     dead_letters = {"Gate": gated.dlq, "Resolve": resolved.dlq, "Apply": applied.dlq}
     if not acking:
-        dead_letters = {"All": tuple(dead_letters.values()) | "CollectDeadLetters" >> beam.Flatten()}
+        flatten = beam.Flatten()  # type: ignore[no-untyped-call]
+        dead_letters = {"All": tuple(dead_letters.values()) | "CollectDeadLetters" >> flatten}
     # The acking graph keeps one branch per source instead of a Flatten: FnApiRunner never schedules a Flatten
     # fed both by the unbounded pull stage and by a stage after the stateful dedupe, so its elements would sit.
     dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region,
@@ -141,6 +145,6 @@ def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger)
     if resolved_read_mode(options) == "native":
         log_ready(subscription=options.view_as(LedgerOptions).subscription, region=worker_region(options),
                   read="native")
-    result.wait_until_finish()
+    result.wait_until_finish()  # type: ignore[no-untyped-call]
     log(logging.INFO, "pipeline stopped", state=str(result.state))
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
+from apache_beam.pvalue import PBegin, PCollection
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.model import Message
@@ -41,14 +42,16 @@ def _from_pubsub(message: Any) -> Message:
                    message.message_id or "", message.ordering_key or "")
 
 
-class NativeRead(beam.PTransform):
+class NativeRead(beam.PTransform[PBegin, PCollection[Message]]):
     """Beam's ReadFromPubSub: right on Dataflow, which acknowledges only after its durable checkpoint."""
 
     def __init__(self, subscription: str) -> None:
         super().__init__()
         self._subscription = subscription
 
-    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
-        return (begin
-                | "Read" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)
-                | "ToMessage" >> beam.Map(_from_pubsub))
+    def expand(self, begin: PBegin) -> PCollection[Message]:
+        messages: PCollection[Message] = (
+            begin
+            | "Read" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)
+            | "ToMessage" >> beam.Map(_from_pubsub))  # type: ignore[no-untyped-call]
+        return messages

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 from google.cloud import firestore
 
 from pipeline.batching import BatchInBundle
@@ -231,10 +232,10 @@ class _ApplyFn(beam.DoFn):
 
     def teardown(self) -> None:
         self._writer.close()
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]
 
 
-class ApplyToLedger(beam.PTransform):
+class ApplyToLedger(beam.PTransform[PCollection[Event], DoOutputsTuple]):
     """Event (with uid if a credit unit) -> (`committed`: Message to acknowledge, `dlq`: Rejected, `release`:
     Message whose transient fault outlasted its retries, to hand back to Pub/Sub)."""
 
@@ -243,7 +244,10 @@ class ApplyToLedger(beam.PTransform):
         self._config = config
         self._events_per_batch = events_per_batch
 
-    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return (events
-                | "Batch" >> beam.ParDo(BatchInBundle(self._events_per_batch))
-                | "Commit" >> beam.ParDo(_ApplyFn(self._config)).with_outputs(DLQ, RELEASE, main=COMMITTED))
+    def expand(self, events: PCollection[Event]) -> DoOutputsTuple:
+        batch = beam.ParDo(BatchInBundle(self._events_per_batch))  # type: ignore[no-untyped-call]
+        commit = beam.ParDo(_ApplyFn(self._config))  # type: ignore[no-untyped-call]
+        outputs: DoOutputsTuple = (
+            events | "Batch" >> batch
+            | "Commit" >> commit.with_outputs(DLQ, RELEASE, main=COMMITTED))  # type: ignore[no-untyped-call]
+        return outputs

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import google.cloud.pubsub_v1 as pubsub_v1
+from apache_beam.pvalue import PBegin, PCollection
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from google.api_core.exceptions import DeadlineExceeded
-from google.cloud import pubsub_v1
 
 from pipeline.batching import BatchInBundle
 from pipeline.local.dedupe import claims_for
@@ -81,7 +82,7 @@ class PullFn(beam.DoFn):
         self._client.close()
 
 
-class AckingRead(beam.PTransform):
+class AckingRead(beam.PTransform[PBegin, PCollection[Message]]):
     """PeriodicImpulse -> pull without ack: messages stay leased until `Acknowledge` (DESIGN §3)."""
 
     def __init__(self, subscription: str, region: str, interval: float = PULL_INTERVAL) -> None:
@@ -90,11 +91,13 @@ class AckingRead(beam.PTransform):
         self._region = region
         self._interval = interval
 
-    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
-        return (begin
-                | "Tick" >> PeriodicImpulse(start_timestamp=Timestamp.now(), stop_timestamp=MAX_TIMESTAMP,
-                                            fire_interval=self._interval)
-                | "Pull" >> beam.ParDo(PullFn(self._subscription, self._region)))
+    def expand(self, begin: PBegin) -> PCollection[Message]:
+        messages: PCollection[Message] = (
+            begin
+            | "Tick" >> PeriodicImpulse(start_timestamp=Timestamp.now(), stop_timestamp=MAX_TIMESTAMP,
+                                        fire_interval=self._interval)
+            | "Pull" >> beam.ParDo(PullFn(self._subscription, self._region)))  # type: ignore[no-untyped-call]
+        return messages
 
 
 class _AckFn(beam.DoFn):
@@ -127,7 +130,7 @@ class _AckFn(beam.DoFn):
         self._client.close()
 
 
-class Acknowledge(beam.PTransform):
+class Acknowledge(beam.PTransform[dict[str, PCollection[Message]], dict[str, PCollection[None]]]):
     """Acknowledge messages whose fate is durable (committed, dead-lettered, or dropped as duplicates).
 
     Takes {source: Message} and acknowledges each source on its own branch (see build_pipeline).
@@ -137,10 +140,10 @@ class Acknowledge(beam.PTransform):
         super().__init__()
         self._subscription = subscription
 
-    def expand(self, sources: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, sources: dict[str, PCollection[Message]]) -> dict[str, PCollection[None]]:
         return {name: (messages
-                       | f"Batch{name}" >> beam.ParDo(BatchInBundle(ACK_CHUNK))
-                       | f"Ack{name}" >> beam.ParDo(_AckFn(self._subscription)))
+                       | f"Batch{name}" >> beam.ParDo(BatchInBundle(ACK_CHUNK))  # type: ignore[no-untyped-call]
+                       | f"Ack{name}" >> beam.ParDo(_AckFn(self._subscription)))  # type: ignore[no-untyped-call]
                 for name, messages in sources.items()}
 
 
@@ -161,7 +164,7 @@ class _ReleaseFn(beam.DoFn):
         self._metrics.released(self._reason, len(batch))
 
 
-class Release(beam.PTransform):
+class Release(beam.PTransform[dict[str, PCollection[Message]], dict[str, PCollection[None]]]):
     """Hand messages whose fate is not durable back to Pub/Sub for redelivery: never acked, never dead-lettered.
 
     Takes {reason: Message}: a copy of an event still in flight, a transient fault that outlasted its retries.
@@ -172,8 +175,9 @@ class Release(beam.PTransform):
         self._subscription = subscription
         self._region = region
 
-    def expand(self, sources: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, sources: dict[str, PCollection[Message]]) -> dict[str, PCollection[None]]:
         return {name: (messages
-                       | f"Batch{name}" >> beam.ParDo(BatchInBundle(ACK_CHUNK))
-                       | f"Release{name}" >> beam.ParDo(_ReleaseFn(self._subscription, self._region, name)))
+                       | f"Batch{name}" >> beam.ParDo(BatchInBundle(ACK_CHUNK))  # type: ignore[no-untyped-call]
+                       | f"Release{name}" >> beam.ParDo(  # type: ignore[no-untyped-call]
+                           _ReleaseFn(self._subscription, self._region, name)))
                 for name, messages in sources.items()}

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 
 from pipeline.dedupe import DUPLICATE, IN_FLIGHT, UNIQUE, Clock, dedupe_id
 from pipeline.model import Event
@@ -118,7 +119,7 @@ class ClaimingDedupeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(IN_FLIGHT, event.message)
 
 
-class ClaimingDedupe(beam.PTransform):
+class ClaimingDedupe(beam.PTransform[PCollection[tuple[str, Event]], DoOutputsTuple]):
     """DedupeEventIds for the acking read: (orderingKey, Event) -> (`unique`: Event with its claim, `duplicate`:
     Message to acknowledge, `in_flight`: Message to release). Same step labels as DedupeEventIds."""
 
@@ -128,5 +129,8 @@ class ClaimingDedupe(beam.PTransform):
             raise ValueError("ttl_seconds must be positive")
         self._fn = ClaimingDedupeFn(subscription, ttl_seconds, region)
 
-    def expand(self, keyed: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return keyed | "Remember" >> beam.ParDo(self._fn).with_outputs(DUPLICATE, IN_FLIGHT, main=UNIQUE)
+    def expand(self, keyed: PCollection[tuple[str, Event]]) -> DoOutputsTuple:
+        remember = beam.ParDo(self._fn)  # type: ignore[no-untyped-call]
+        outputs: DoOutputsTuple = (
+            keyed | "Remember" >> remember.with_outputs(DUPLICATE, IN_FLIGHT, main=UNIQUE))  # type: ignore[no-untyped-call]
+        return outputs

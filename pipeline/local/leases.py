@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from google.cloud import pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
 
 from pipeline.observability import log
 
