@@ -15,7 +15,6 @@ from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher
 from ops.local import emulators
 from ops.local.emulators import free_port
 from ops.local.topology import Topology
-from pipeline.local import recycle
 from schemas import encode_legacy
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
@@ -200,14 +199,3 @@ def test_worker_past_its_memory_bound_recycles_itself_without_loss_or_double_cre
     assert len(list(firestore_db.collection_group("ledger").stream())) == 300
     for uid in users:
         assert wallet(firestore_db, uid) == 30 * 20 == sum(ledger(firestore_db, uid).values())
-
-
-@pytest.mark.parametrize(("value", "limit"), [("", 2048), ("0", 0), ("512", 512)])
-def test_memory_bound_setting(value: str, limit: int) -> None:
-    assert recycle.limit_mb({"PIPELINE_MAX_RSS_MB": value}) == limit
-
-
-@pytest.mark.parametrize("value", ["100", "2g", "-1"])
-def test_bad_memory_bound_names_the_variable(value: str) -> None:
-    with pytest.raises(ValueError, match="PIPELINE_MAX_RSS_MB"):
-        recycle.limit_mb({"PIPELINE_MAX_RSS_MB": value})
