@@ -1,7 +1,8 @@
 """The acking read's claims: a copy is dropped (and acked) only once an earlier copy's fate is durable."""
 from __future__ import annotations
 
-from pipeline.local.dedupe import IN_FLIGHT, NEW, SETTLED, Claims, claims_for
+from pipeline.dedupe import IN_FLIGHT
+from pipeline.local.dedupe import NEW, SETTLED, Claims, claims_for
 
 
 def test_claims_drop_a_copy_only_after_its_event_is_settled() -> None:
