@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 
-from pipeline.firestore_client import FirestoreConfig, FirestoreRpc, Unavailable, WriteFailed
+from pipeline.caches import CustomerCache
+from pipeline.firestore_transport import RPC_TIMEOUT, FirestoreConfig, FirestoreRpc, Unavailable, WriteFailed
 from pipeline.ledger import needs_uid, valid_id
 from pipeline.model import Event, reject
 from pipeline.observability import log
@@ -18,25 +19,6 @@ RESOLVED = "resolved"
 DLQ = "dlq"
 RELEASE = "release"
 STEP = "ResolveAccount"
-
-
-class CustomerCache:
-    """customerId -> uid, remembered for `ttl` seconds; unknown customers are asked again every time."""
-
-    def __init__(self, lookup: Callable[[str], str | None], ttl: float, clock: Callable[[], float] = time.monotonic):
-        self._lookup = lookup
-        self._ttl = ttl
-        self._clock = clock
-        self._cache: dict[str, tuple[str, float]] = {}
-
-    def uid(self, customer_id: str) -> str | None:
-        hit = self._cache.get(customer_id)
-        if hit and self._clock() - hit[1] < self._ttl:
-            return hit[0]
-        uid = self._lookup(customer_id)
-        if uid:
-            self._cache[customer_id] = (uid, self._clock())
-        return uid
 
 
 def resolve_uid(customer: dict[str, Any], lookup: Callable[[str], str | None]) -> str | None:
@@ -63,7 +45,7 @@ class _ResolveFn(beam.DoFn):
         if not valid_id(customer_id):  # never build a path from an unvalidated string
             return None
         ref = self._client.collection("paynowCustomers").document(customer_id)
-        snap = self._rpc.call(lambda: ref.get(timeout=10, retry=None))
+        snap = self._rpc.call(lambda: ref.get(timeout=RPC_TIMEOUT, retry=None))
         uid = snap.get("uid") if snap.exists else None
         return uid if valid_id(uid) else None  # a malformed mapping is no mapping
 
@@ -97,7 +79,7 @@ class _ResolveFn(beam.DoFn):
         self._client.close()
 
 
-class ResolveAccount(beam.PTransform):
+class ResolveAccount(beam.PTransform[PCollection[Event], DoOutputsTuple]):
     """Event -> (`resolved`: Event, uid set for orders and cycles; `dlq`: unmapped_customer / write_failed;
     `release`: Message whose lookup met a transient fault, to hand back to Pub/Sub)."""
 
@@ -105,5 +87,8 @@ class ResolveAccount(beam.PTransform):
         super().__init__()
         self._config = config
 
-    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return events | "Lookup" >> beam.ParDo(_ResolveFn(self._config)).with_outputs(DLQ, RELEASE, main=RESOLVED)
+    def expand(self, events: PCollection[Event]) -> DoOutputsTuple:
+        lookup = beam.ParDo(_ResolveFn(self._config))
+        outputs: DoOutputsTuple = (
+            events | "Lookup" >> lookup.with_outputs(DLQ, RELEASE, main=RESOLVED))
+        return outputs

@@ -6,14 +6,15 @@ import time
 from collections.abc import Iterator
 
 import apache_beam as beam
-from google.cloud import pubsub_v1
+import google.cloud.pubsub_v1 as pubsub_v1
+from apache_beam.pvalue import PCollection
 
 from pipeline.batching import BatchInBundle
-from pipeline.dedupe import claims_for
-from pipeline.firestore_client import backoff
+from pipeline.firestore_transport import backoff
+from pipeline.local.dedupe import claims_for
+from pipeline.local.leases import leases_for
 from pipeline.model import Message, Rejected
 from pipeline.observability import RegionMetrics, log
-from pipeline.pubsub_io import leases_for
 from schemas import encode_dlq_record
 
 PUBLISH_TIMEOUT = 30.0
@@ -94,7 +95,7 @@ class _PublishFn(beam.DoFn):
         self._publisher.stop()
 
 
-class PublishDeadLetters(beam.PTransform):
+class PublishDeadLetters(beam.PTransform[dict[str, PCollection[Rejected]], dict[str, PCollection[Message]]]):
     """{source: Rejected} -> published to the DLQ topic -> {source: Message to acknowledge}."""
 
     def __init__(self, topic: str, region: str, acking_subscription: str | None = None) -> None:
@@ -103,9 +104,9 @@ class PublishDeadLetters(beam.PTransform):
         self._region = region
         self._acking_subscription = acking_subscription
 
-    def expand(self, sources: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+    def expand(self, sources: dict[str, PCollection[Rejected]]) -> dict[str, PCollection[Message]]:
         return {name: (rejected
                        | f"Batch{name}" >> beam.ParDo(BatchInBundle(500))
-                       | f"Publish{name}" >> beam.ParDo(_PublishFn(self._topic, self._region,
-                                                                   self._acking_subscription)))
+                       | f"Publish{name}" >> beam.ParDo(
+                           _PublishFn(self._topic, self._region, self._acking_subscription)))
                 for name, rejected in sources.items()}

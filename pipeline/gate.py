@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 
 from pipeline.model import Event, Message, Rejected
 from pipeline.observability import RegionMetrics
@@ -49,7 +50,7 @@ class _DecodeFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(DLQ, result)
 
 
-class DecodeAndGate(beam.PTransform):
+class DecodeAndGate(beam.PTransform[PCollection[Message], DoOutputsTuple]):
     """Messages -> (`valid`: Event, `dlq`: Rejected with drop_malformed / unknown_schema / drop_incompatible)."""
 
     def __init__(self, min_compatible: int, region: str) -> None:
@@ -59,6 +60,8 @@ class DecodeAndGate(beam.PTransform):
         self._min_compatible = min_compatible
         self._region = region
 
-    def expand(self, messages: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return messages | "Decode" >> beam.ParDo(_DecodeFn(self._min_compatible, self._region)).with_outputs(
-            DLQ, main=VALID)
+    def expand(self, messages: PCollection[Message]) -> DoOutputsTuple:
+        decode = _DecodeFn(self._min_compatible, self._region)
+        outputs: DoOutputsTuple = (
+            messages | "Decode" >> beam.ParDo(decode).with_outputs(DLQ, main=VALID))
+        return outputs

@@ -59,7 +59,7 @@ def valid_id(value: object) -> bool:
 
 def event_class(envelope: Envelope) -> str:
     """ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED, SUBSCRIPTION or IGNORED; InvalidEvent if it cannot be applied."""
-    event_type = envelope["eventType"]
+    event_type: str = envelope["eventType"]
     data = envelope["data"]
     if event_type in ORDER_CLASSES:
         if not valid_id(data.get("orderId")):

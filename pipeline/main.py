@@ -9,23 +9,27 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.pvalue import DoOutputsTuple, PBegin, PCollection
 
-from pipeline import recycle
 from pipeline.accounts import ResolveAccount
 from pipeline.dead_letters import PublishDeadLetters
 from pipeline.dedupe import DedupeEventIds
-from pipeline.firestore_client import FirestoreConfig
-from pipeline.firestore_sink import ApplyToLedger
+from pipeline.firestore_transport import FirestoreConfig
 from pipeline.gate import DecodeAndGate
-from pipeline.model import Event
+from pipeline.local import recycle
+from pipeline.local.acking_read import AckingRead, Acknowledge, Release
+from pipeline.local.dedupe import ClaimingDedupe
+from pipeline.local.runner import without_state_cache
+from pipeline.model import Event, Message
 from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
-from pipeline.pubsub_io import AckingRead, Acknowledge, NativeRead, Release, log_ready
+from pipeline.pubsub_io import NativeRead, log_ready
+from pipeline.sink import ApplyToLedger
 from schemas import ordering_key
 
 ACKING_LOCAL_RUNNER = "FnApiRunner"
 NATIVE_LOCAL_RUNNER = "BundleBasedDirectRunner"
-SinkFactory = Callable[[FirestoreConfig], beam.PTransform]
+SinkFactory = Callable[[FirestoreConfig], beam.PTransform[PCollection[Event], DoOutputsTuple]]
 
 
 def firestore_config(options: PipelineOptions) -> FirestoreConfig:
@@ -38,7 +42,7 @@ def firestore_config(options: PipelineOptions) -> FirestoreConfig:
                            event_ttl_days=ledger.event_ttl_days)
 
 
-def _output(outputs: beam.pvalue.DoOutputsTuple, tag: str) -> beam.PCollection | None:
+def _output(outputs: DoOutputsTuple, tag: str) -> PCollection[Message] | None:
     """A tagged output if the step declares it (a sink factory's stand-in may not release anything)."""
     try:
         return outputs[tag]
@@ -63,7 +67,7 @@ class _ServeMetrics(beam.DoFn):
         yield element
 
 
-def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = None,
+def build_pipeline(options: PipelineOptions, *, read: beam.PTransform[PBegin, PCollection[Message]] | None = None,
                    sink: SinkFactory = ApplyToLedger) -> beam.Pipeline:
     """The whole graph, not run. `read` replaces ReadEnvelopes (tests); `sink` replaces ApplyToLedger (bench)."""
     validate(options)
@@ -77,17 +81,21 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform | None = N
         read = AckingRead(ledger.subscription, region) if acking else NativeRead(ledger.subscription)
     messages = p | "ReadEnvelopes" >> read
     if ledger.metrics_port > 0:
-        messages = messages | "ServeMetrics" >> beam.ParDo(_ServeMetrics(ledger.metrics_port))
+        messages = messages | "ServeMetrics" >> beam.ParDo(
+            _ServeMetrics(ledger.metrics_port))
     gated = messages | "DecodeAndGate" >> DecodeAndGate(ledger.min_compatible, region)
+    dedupe = (ClaimingDedupe(ledger.subscription, ledger.dedupe_ttl, region) if acking
+              else DedupeEventIds(ledger.dedupe_ttl, region))
     deduped = (gated.valid
-               | "KeyByOrderingKey" >> beam.Map(key_by_ordering_key).with_output_types(tuple[str, Any])
-               | "DedupeEventIds" >> DedupeEventIds(ledger.dedupe_ttl, region,
-                                                    claims_subscription=ledger.subscription if acking else None))
+               | "KeyByOrderingKey" >> beam.Map(
+                   key_by_ordering_key).with_output_types(tuple[str, Any])
+               | "DedupeEventIds" >> dedupe)
     resolved = deduped.unique | "ResolveAccount" >> ResolveAccount(config)
     applied = resolved.resolved | "ApplyToLedger" >> sink(config)
     dead_letters = {"Gate": gated.dlq, "Resolve": resolved.dlq, "Apply": applied.dlq}
     if not acking:
-        dead_letters = {"All": tuple(dead_letters.values()) | "CollectDeadLetters" >> beam.Flatten()}
+        flatten = beam.Flatten()
+        dead_letters = {"All": tuple(dead_letters.values()) | "CollectDeadLetters" >> flatten}
     # The acking graph keeps one branch per source instead of a Flatten: FnApiRunner never schedules a Flatten
     # fed both by the unbounded pull stage and by a stage after the stateful dedupe, so its elements would sit.
     dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region,
@@ -116,18 +124,6 @@ def parse_options(argv: Sequence[str] | None) -> PipelineOptions:
     return options
 
 
-def _without_state_cache() -> None:
-    """Turn off the embedded FnApiRunner worker's state cache.
-
-    It weighs every state value it caches with objsize, which walks every loaded module's globals each time:
-    with a state write per event that was half of the pipeline's CPU. State itself stays in the runner's
-    in-memory store, so reads stay correct (and cheap, in-process).
-    """
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    worker_handlers.STATE_CACHE_SIZE_MB = 0
-
-
 def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger) -> int:
     """Validate, build and run until cancelled; exit status 2 on invalid flags. LOG_LEVEL=DEBUG logs each event."""
     configure_logging(logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper()))
@@ -138,7 +134,7 @@ def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger)
         print(f"invalid pipeline options: {exc}", file=sys.stderr)
         return 2
     if options.view_as(StandardOptions).runner == ACKING_LOCAL_RUNNER:
-        _without_state_cache()
+        without_state_cache()
         try:
             memory_limit = recycle.limit_mb()
         except ValueError as exc:

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import prometheus_client
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 NAMESPACE = "paynow"
 LOG = logging.getLogger("pipeline")

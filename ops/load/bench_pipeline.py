@@ -167,9 +167,9 @@ def _ceiling(events: int, users: int) -> tuple[float, float]:
     """(events/s, seconds) of the sink alone: the same events, decoded and resolved beforehand, committed by the
     pipeline's own LedgerWriter (same commit groups, same threads) in bundles of the pipeline's largest batch,
     against the same emulator. No Beam, no Pub/Sub: what the pipeline could reach if reading cost nothing."""
-    from pipeline.firestore_client import FirestoreConfig
-    from pipeline.firestore_sink import EVENTS_PER_BUNDLE_BATCH, LedgerWriter
+    from pipeline.firestore_transport import FirestoreConfig
     from pipeline.model import Event, Message
+    from pipeline.sink import EVENTS_PER_BUNDLE_BATCH, LedgerWriter
     from schemas import decode_envelope
 
     topo, db = _fresh_topology("ceiling")

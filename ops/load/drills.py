@@ -23,7 +23,7 @@ from ops.admin.catalog import points as points_of
 from ops.load import traffic, traffic_log
 from ops.local import status
 from ops.local.stack import PRIMARY, SECONDARY, Stack
-from pipeline import recycle
+from pipeline.local import recycle
 from schemas import deliveries
 from schemas.attributes import RECONCILE_SOURCE
 from schemas.signing import signed_headers

@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 
 from pipeline.dead_letters import DeadLetterUnpublished, _PublishFn
-from pipeline.firestore_client import FirestoreConfig, Unavailable
-from pipeline.firestore_sink import DLQ, RELEASE, UNAVAILABLE, Applied, _ApplyFn
+from pipeline.firestore_transport import FirestoreConfig, Unavailable
 from pipeline.model import Event, Rejected
 from pipeline.observability import RegionMetrics
+from pipeline.sink import DLQ, RELEASE, UNAVAILABLE, Applied, _ApplyFn
 from tests.pipeline import factories as f
 
 

@@ -6,10 +6,10 @@ from typing import Any
 from google.cloud import firestore
 
 from ops.local.topology import Topology
-from pipeline.firestore_client import FirestoreConfig
-from pipeline.firestore_sink import LedgerWriter
+from pipeline.firestore_transport import FirestoreConfig
 from pipeline.ledger import needs_uid
 from pipeline.model import Event
+from pipeline.sink import LedgerWriter
 from schemas import EVENT_TYPES, deliveries
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state

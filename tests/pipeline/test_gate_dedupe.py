@@ -1,4 +1,4 @@
-"""DecodeAndGate verdicts and DedupeEventIds (both variants) on TestPipeline / TestStream."""
+"""DecodeAndGate verdicts and DedupeEventIds on TestPipeline / TestStream."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.dedupe import IN_FLIGHT, NEW, SETTLED, Claims, DedupeEventIds, claims_for, remember
+from pipeline.dedupe import DedupeEventIds, remember
 from pipeline.gate import DecodeAndGate, decode_message
 from pipeline.model import Event, Rejected
 from schemas import encode_envelope, encode_legacy, fingerprint
@@ -114,14 +114,13 @@ def one_by_one(stream: TestStream, *event_ids: str) -> TestStream:
     return stream
 
 
-@pytest.mark.parametrize("with_timers", [False, True])
-def test_dedupe_drops_duplicates_inside_the_ttl_and_passes_them_after(with_timers: bool) -> None:
+def test_dedupe_drops_duplicates_inside_the_ttl_and_passes_them_after() -> None:
     global _ticks
     _ticks = itertools.count()
     # clock: a=0, a=100 (dup), b=200, a=300 (300 s after the first: outside a 250 s TTL), a=400 (dup of 300)
     stream = one_by_one(TestStream(), "a", "a", "b", "a", "a").advance_watermark_to_infinity()
     with TestPipeline(options=STREAMING) as p:
-        out = p | stream | DedupeEventIds(250, "us-central1", with_timers=with_timers, clock=ticking_clock)
+        out = p | stream | DedupeEventIds(250, "us-central1", clock=ticking_clock)
         assert_that(out.unique | beam.Map(lambda e: e.envelope["eventId"]), equal_to(["a", "b", "a"]),
                     label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.message_id), equal_to(["a", "a"]), label="duplicate")
@@ -132,42 +131,17 @@ def test_dedupe_timer_clears_the_key_when_processing_time_passes_the_ttl() -> No
     stream = (one_by_one(TestStream(), "a", "a").advance_processing_time(61)
               .add_elements([keyed("a")]).advance_watermark_to_infinity())
     with TestPipeline(options=STREAMING) as p:
-        out = p | stream | DedupeEventIds(60, "us-central1", with_timers=True, clock=frozen_clock)
+        out = p | stream | DedupeEventIds(60, "us-central1", clock=frozen_clock)
         assert_that(out.unique | beam.Map(lambda e: e.envelope["eventId"]), equal_to(["a", "a"]), label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.message_id), equal_to(["a"]), label="duplicate")
 
 
-@pytest.mark.parametrize("with_timers", [False, True])
-def test_a_dlq_replay_passes_the_dedupe_but_its_redelivery_does_not(with_timers: bool) -> None:
+def test_a_dlq_replay_passes_the_dedupe_but_its_redelivery_does_not() -> None:
     stream = (TestStream().add_elements([keyed("a")]).add_elements([keyed("a", "1700")])
               .add_elements([keyed("a", "1700")]).add_elements([keyed("a", "1800")]).advance_watermark_to_infinity())
     with TestPipeline(options=STREAMING) as p:
-        out = p | stream | DedupeEventIds(3600, "us-central1", with_timers=with_timers, clock=frozen_clock)
+        out = p | stream | DedupeEventIds(3600, "us-central1", clock=frozen_clock)
         assert_that(out.unique | beam.Map(lambda e: e.message.attributes.get("replayedAt")),
                     equal_to([None, "1700", "1800"]), label="unique")
         assert_that(out.duplicate | beam.Map(lambda m: m.attributes.get("replayedAt")), equal_to(["1700"]),
                     label="duplicate")
-
-
-def test_claims_drop_a_copy_only_after_its_event_is_settled() -> None:
-    now = [0.0]
-    claims = Claims(ttl=60, clock=lambda: now[0], stale_after=600)
-    assert claims.claim("a") == NEW
-    assert claims.claim("a") == IN_FLIGHT  # the first copy is not durable yet: release this one
-    claims.forget(["a"])  # its DLQ publish failed / Firestore stayed down: it was released
-    assert claims.claim("a") == NEW  # so its redelivery is processed again, not acked as a duplicate
-    claims.settle(["a"])  # committed (or dead-lettered, or found committed)
-    assert claims.claim("a") == SETTLED
-    now[0] = 59.0
-    assert claims.claim("a") == SETTLED
-    now[0] = 60.0
-    assert claims.claim("a") == NEW  # past the TTL the memory is gone; Firestore's create-once covers it
-    now[0] = 700.0
-    assert claims.claim("a") == NEW  # a claim neither settled nor released goes stale
-    assert len(claims) == 1
-
-
-def test_claims_are_shared_per_subscription() -> None:
-    first = claims_for("projects/p/subscriptions/claims-test", 10)
-    assert claims_for("projects/p/subscriptions/claims-test") is first and first.ttl == 10
-    assert claims_for("projects/p/subscriptions/other") is not first

@@ -16,7 +16,7 @@ from google.cloud import firestore, pubsub_v1
 
 from ops.admin.catalog import map_customer
 from ops.local.topology import Topology
-from pipeline.firestore_sink import LedgerWriter
+from pipeline.firestore_transport import FirestoreTransport
 from pipeline.main import build_pipeline, parse_options
 from schemas import decode_dlq_record, encode_legacy
 from tests.pipeline import factories as f
@@ -83,16 +83,16 @@ def test_native_graph_for_dataflow_has_the_timer_dedupe_and_no_ack_step() -> Non
 def _fail_me(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits touching webhookEvents/fail-me fail: in a batch as a precondition (forcing one-by-one), alone as
     InvalidArgument (a permanent refusal: write_failed)."""
-    real_send = LedgerWriter._send
+    real_send = FirestoreTransport._send
 
-    def send(self: LedgerWriter, writes: list[Any]) -> None:
+    def send(self: FirestoreTransport, writes: list[Any]) -> None:
         names = [w.update.name for w in writes]  # a create is an update with exists=false
         if any(n.endswith("webhookEvents/fail-me") for n in names):
             events = [n for n in names if "/webhookEvents/" in n]
             raise gexc.AlreadyExists("forced") if len(events) > 1 else gexc.InvalidArgument("forced")
         real_send(self, writes)
 
-    monkeypatch.setattr(LedgerWriter, "_send", send)
+    monkeypatch.setattr(FirestoreTransport, "_send", send)
 
 
 def test_native_graph_runs_on_teststream_against_the_emulators(topology: Topology, firestore_db: firestore.Client,
@@ -157,8 +157,9 @@ def dlq_verdicts(topo: Topology, expected: int, timeout: float = 30) -> set[tupl
     deadline = time.monotonic() + timeout
     try:
         while len(found) < expected and time.monotonic() < deadline:
-            response = subscriber.pull(request={"subscription": topo.dlq_subscription, "max_messages": 100,
-                                                "return_immediately": True}, timeout=10)
+            # A deadline under 1 s: the emulator answers at once (without the deprecated return_immediately)
+            response = subscriber.pull(request={"subscription": topo.dlq_subscription, "max_messages": 100},
+                                       timeout=0.9)
             for received in response.received_messages:
                 record = decode_dlq_record(received.message.data)
                 attrs = dict(received.message.attributes)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from ops.load.ledger_model import LedgerModel
 from pipeline.accounts import resolve_uid
-from pipeline.firestore_client import FirestoreConfig
-from pipeline.firestore_sink import LedgerWriter, ProductCatalog
+from pipeline.caches import ProductCatalog
+from pipeline.firestore_transport import FirestoreConfig
 from pipeline.ledger import (
     SUBSCRIPTION,
     OrderAggregate,
@@ -30,6 +30,7 @@ from pipeline.ledger import (
     subscription_key,
 )
 from pipeline.model import Event
+from pipeline.sink import LedgerWriter
 from schemas import Envelope
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state

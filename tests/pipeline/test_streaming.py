@@ -15,7 +15,6 @@ from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher
 from ops.local import emulators
 from ops.local.emulators import free_port
 from ops.local.topology import Topology
-from pipeline import recycle
 from schemas import encode_legacy
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
@@ -183,7 +182,7 @@ def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, st
 
 def test_worker_past_its_memory_bound_recycles_itself_without_loss_or_double_credit(
         topology: Topology, firestore_db: firestore.Client, tmp_path: Path) -> None:
-    """FnApiRunner leaks native memory while streaming (pipeline/recycle.py); a low bound forces recycles."""
+    """FnApiRunner leaks native memory while streaming (pipeline/local/recycle.py); a low bound forces recycles."""
     users = [f"m{i}" for i in range(10)]
     payloads = [f.order(f"m-{n}", f"mo-{n}", [(f.P20, 1)], customer=f"c-{users[n % 10]}", uid=users[n % 10])
                 for n in range(300)]
@@ -200,14 +199,3 @@ def test_worker_past_its_memory_bound_recycles_itself_without_loss_or_double_cre
     assert len(list(firestore_db.collection_group("ledger").stream())) == 300
     for uid in users:
         assert wallet(firestore_db, uid) == 30 * 20 == sum(ledger(firestore_db, uid).values())
-
-
-@pytest.mark.parametrize(("value", "limit"), [("", 2048), ("0", 0), ("512", 512)])
-def test_memory_bound_setting(value: str, limit: int) -> None:
-    assert recycle.limit_mb({"PIPELINE_MAX_RSS_MB": value}) == limit
-
-
-@pytest.mark.parametrize("value", ["100", "2g", "-1"])
-def test_bad_memory_bound_names_the_variable(value: str) -> None:
-    with pytest.raises(ValueError, match="PIPELINE_MAX_RSS_MB"):
-        recycle.limit_mb({"PIPELINE_MAX_RSS_MB": value})

@@ -10,10 +10,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from ops.local.topology import Topology
-from pipeline.firestore_client import FirestoreConfig
-from pipeline.firestore_sink import LedgerWriter, ProductCatalog, load_products
+from pipeline.caches import ProductCatalog
+from pipeline.firestore_transport import FirestoreConfig, FirestoreTransport, load_products
 from pipeline.ledger import Product
 from pipeline.model import Event
+from pipeline.sink import LedgerWriter
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
 
@@ -38,13 +39,13 @@ def writer(firestore_db: firestore.Client, topology: Topology) -> LedgerWriter:
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The document names each commit that reached Firestore wrote."""
     sent: list[list[str]] = []
-    real_send = LedgerWriter._send
+    real_send = FirestoreTransport._send
 
-    def send(self: LedgerWriter, writes: list[Any]) -> None:
+    def send(self: FirestoreTransport, writes: list[Any]) -> None:
         real_send(self, writes)
         sent.append([w.update.name.split("/documents/")[1] if w.update.name else "" for w in writes])
 
-    monkeypatch.setattr(LedgerWriter, "_send", send)
+    monkeypatch.setattr(FirestoreTransport, "_send", send)
     return sent
 
 
@@ -206,22 +207,22 @@ def test_dead_letter_verdicts(writer: LedgerWriter, firestore_db: firestore.Clie
 
 def test_transient_errors_are_retried_then_reported(writer: LedgerWriter, firestore_db: firestore.Client,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    real_send = LedgerWriter._send
+    real_send = FirestoreTransport._send
     failures = iter([gexc.ServiceUnavailable("down"), gexc.DeadlineExceeded("slow")])
 
-    def flaky(self: LedgerWriter, writes: list[Any]) -> None:
+    def flaky(self: FirestoreTransport, writes: list[Any]) -> None:
         error = next(failures, None)
         if error:
             raise error
         real_send(self, writes)
 
-    monkeypatch.setattr(LedgerWriter, "_send", flaky)
+    monkeypatch.setattr(FirestoreTransport, "_send", flaky)
     assert statuses(writer.apply([event(f.order("e1", "o1", [(f.P20, 1)]))])) == ["applied"]
 
-    def down(self: LedgerWriter, writes: list[Any]) -> None:
+    def down(self: FirestoreTransport, writes: list[Any]) -> None:
         raise gexc.ServiceUnavailable("still down")
 
-    monkeypatch.setattr(LedgerWriter, "_send", down)
+    monkeypatch.setattr(FirestoreTransport, "_send", down)
     results = writer.apply([event(f.order("e2", "o2", [(f.P20, 1)])), event(f.order("e3", "o3", [(f.P20, 1)]))])
     # transient is not dead (DESIGN §3): released for redelivery, never write_failed
     assert statuses(results) == ["unavailable", "unavailable"]
@@ -234,11 +235,11 @@ def test_a_permanent_refusal_is_write_failed_at_once(writer: LedgerWriter, fires
                                                      monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     calls = []
 
-    def refuse(self: LedgerWriter, writes: list[Any]) -> None:
+    def refuse(self: FirestoreTransport, writes: list[Any]) -> None:
         calls.append(1)
         raise error
 
-    monkeypatch.setattr(LedgerWriter, "_send", refuse)
+    monkeypatch.setattr(FirestoreTransport, "_send", refuse)
     results = writer.apply([event(f.order("e1", "o1", [(f.P20, 1)]))])
     assert statuses(results) == ["write_failed"] and type(error).__name__ in results[0].reason
     assert len(calls) == 1  # retrying cannot fix it
@@ -246,10 +247,10 @@ def test_a_permanent_refusal_is_write_failed_at_once(writer: LedgerWriter, fires
 
 def test_contention_that_outlasts_its_rounds_is_unavailable_not_write_failed(
         writer: LedgerWriter, firestore_db: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    def contended(self: LedgerWriter, writes: list[Any]) -> None:
+    def contended(self: FirestoreTransport, writes: list[Any]) -> None:
         raise gexc.FailedPrecondition("the order changed")
 
-    monkeypatch.setattr(LedgerWriter, "_send", contended)
+    monkeypatch.setattr(FirestoreTransport, "_send", contended)
     assert statuses(writer.apply([event(f.order("e1", "o1", [(f.P20, 1)]))])) == ["unavailable"]
 
 

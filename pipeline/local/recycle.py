@@ -14,8 +14,10 @@ import sys
 import threading
 import time
 
+import psutil
+
+from pipeline.local.leases import leases_for
 from pipeline.observability import log
-from pipeline.pubsub_io import leases_for
 
 ENV_LIMIT = "PIPELINE_MAX_RSS_MB"
 DEFAULT_LIMIT_MB = 2048
@@ -24,8 +26,7 @@ CHECK_SECONDS = 5.0
 
 def rss_mb() -> float:
     """This process's resident memory in MiB."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def limit_mb(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:

@@ -1,0 +1,131 @@
+"""The commit plan (pure): which events commit together, in which order, and the writes of each commit."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.ledger import SUBSCRIPTION, Decision, acts_on_order, event_document, order_id, subscription_key
+from pipeline.model import Event
+from schemas import ordering_key
+from schemas.attributes import PUSH_SOURCE
+from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
+
+MAX_WRITES_PER_COMMIT = 450  # Firestore allows 500; leave room
+EVENTS_PER_COMMIT = 50
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create `path` with `fields`; fails (AlreadyExists) if it exists. `server_time` fields get the commit time."""
+
+    path: str
+    fields: Mapping[str, Any]
+    server_time: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplaceIfUnchanged:
+    """Write `path` whole only if it is still the version read (`update_time`, a Timestamp proto), or still
+    absent when `update_time` is None; fails (FailedPrecondition / AlreadyExists) otherwise."""
+
+    path: str
+    fields: Mapping[str, Any]
+    update_time: Any
+    server_time: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Increment:
+    """Upsert `path` changing only the given counters (by Increment) and its `server_time` fields."""
+
+    path: str
+    increments: Mapping[str, int]
+    server_time: tuple[str, ...] = ()
+
+
+Write = Create | ReplaceIfUnchanged | Increment
+Work = tuple[int, Event, str]
+"""An event to apply: its index in the batch, the event, its event class."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A decided event and the version of its order aggregate the decision was made on (None: absent)."""
+
+    index: int
+    event: Event
+    decision: Decision
+    update_time: Any = None
+
+
+def event_paths(event: Event, cls: str) -> set[str]:
+    """The documents whose state decides this event: its own, its order aggregate, or its subscription key."""
+    paths = {f"webhookEvents/{event.envelope['eventId']}"}
+    if acts_on_order(event.envelope, cls):
+        paths.add(f"orders/{order_id(event.envelope)}")
+    elif cls == SUBSCRIPTION:
+        paths.add(f"ledgerKeys/{subscription_key(event.envelope)}")
+    return paths
+
+
+def waves(work: list[Work]) -> list[list[Work]]:
+    """Events touching the same document (event id, order aggregate, subscription key) land in successive
+    waves, in arrival order; events within a wave share no document."""
+    found: list[tuple[set[str], list[Work]]] = []
+    for item in work:
+        mine = event_paths(item[1], item[2])
+        target = 1 + max((w for w, (paths, _) in enumerate(found) if paths & mine), default=-1)
+        if target == len(found):
+            found.append((set(), []))
+        found[target][0].update(mine)
+        found[target][1].append(item)
+    return [items for _, items in found]
+
+
+def groups(pending: list[Pending]) -> list[list[Pending]]:
+    """Commit groups of one wave, each user's events kept together so parallel commits never contend
+    for the same wallet document."""
+    by_user: dict[str, list[Pending]] = {}
+    for p in pending:
+        by_user.setdefault(p.decision.uid or f"event:{p.event.envelope['eventId']}", []).append(p)
+    found: list[list[Pending]] = [[]]
+    writes = 0
+    for user_items in by_user.values():
+        for p in user_items:
+            cost = 3 + 2 * len(p.decision.entries)  # event doc, aggregate, wallet + claim and entry each
+            if found[-1] and (writes + cost > MAX_WRITES_PER_COMMIT or len(found[-1]) >= EVENTS_PER_COMMIT):
+                found.append([])
+                writes = 0
+            found[-1].append(p)
+            writes += cost
+    return [g for g in found if g]
+
+
+def commit_writes(items: list[Pending], *, worker_region: str, now: dt.datetime, event_ttl_days: int) -> list[Write]:
+    """One atomic commit: each event doc, aggregate (conditioned), claims and entries; one Increment per wallet."""
+    expires = now + dt.timedelta(days=event_ttl_days)
+    deltas: dict[str, int] = {}
+    writes: list[Write] = []
+    for p in items:
+        env, d = p.event.envelope, p.decision
+        published = dt.datetime.fromtimestamp(p.event.message.publish_time_ms / 1000, dt.UTC)
+        doc = event_document(env, d, ordering_key=ordering_key(env), worker_region=worker_region,
+                             published_at=published, expires_at=expires,
+                             source=p.event.message.attributes.get(SOURCE_ATTRIBUTE, PUSH_SOURCE))
+        writes.append(Create(f"webhookEvents/{env['eventId']}", doc, ("processedAt",)))
+        if d.aggregate is not None:
+            writes.append(ReplaceIfUnchanged(f"orders/{d.order_id}", {"orderId": d.order_id, **d.aggregate.to_doc()},
+                                             p.update_time, ("updatedAt",)))
+        for key, entry in d.entries.items():
+            writes.append(Create(f"ledgerKeys/{key}", {"uid": d.uid, "eventId": env["eventId"],
+                                                       "amount": entry["amount"]}))
+            writes.append(Create(f"users/{d.uid}/ledger/{key}", entry, ("createdAt",)))
+        if d.entries:
+            assert d.uid is not None
+            deltas[d.uid] = deltas.get(d.uid, 0) + d.delta()
+    for uid, delta in deltas.items():
+        writes.append(Increment(f"users/{uid}/wallet/points", {"paidBalance": delta, "promoBalance": 0},
+                                ("updatedAt",)))
+    return writes

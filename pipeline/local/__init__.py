@@ -1,0 +1,1 @@
+"""What only the local runner (FnApiRunner) needs: the acking read and its leases, claims, RSS recycling."""
