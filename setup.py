@@ -31,6 +31,7 @@ setup(
         "test": [
             f"apache-beam[gcp,test]=={BEAM_VERSION}",
             "pytest>=8",
+            "httpx2>=2",  # starlette.testclient's transport (its httpx one is deprecated)
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "schemathesis>=3.30",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,10 @@ from schemas import DecodeError, decode_dlq_record, decode_envelope, ordering_ke
 from schemas.attributes import ORDERING_KEY, REPLAYED_AT
 
 PULL_BATCH = 500
+# A pull waits for messages until its deadline (the deprecated return_immediately flag is not used): Pub/Sub answers
+# as soon as it has some, the emulator at the deadline less 1 s, so under 1 s it answers at once; an empty pull ends
+# in DeadlineExceeded, counted as empty.
+PEEK_PULL_SECONDS = 0.9
 ACK_BATCH = 500
 
 
@@ -94,8 +97,19 @@ def _decode(message: Any) -> DeadLetter:
     return DeadLetter(message.ack_id, received.message_id, published, attributes, record, error)
 
 
+def pull_once(subscriber: pubsub_v1.SubscriberClient, subscription: str, max_messages: int,
+              timeout: float = PEEK_PULL_SECONDS) -> list[Any]:
+    """One pull, not acked: what the subscription hands out now ([] when the deadline passes with nothing)."""
+    try:
+        response = subscriber.pull(request={"subscription": subscription, "max_messages": max_messages},
+                                   timeout=timeout)
+    except exceptions.DeadlineExceeded:
+        return []
+    return list(response.received_messages)
+
+
 def peek(subscriber: pubsub_v1.SubscriberClient, subscription: str, *, empty_pulls: int = 2,
-         timeout: float = 10.0) -> list[DeadLetter]:
+         timeout: float = PEEK_PULL_SECONDS) -> list[DeadLetter]:
     """Pull every message currently in the subscription without acking (hold them; `release` or `ack` after).
 
     Stops after `empty_pulls` consecutive empty pulls (the service may answer empty while messages exist).
@@ -103,14 +117,7 @@ def peek(subscriber: pubsub_v1.SubscriberClient, subscription: str, *, empty_pul
     letters: list[DeadLetter] = []
     empties = 0
     while empties < empty_pulls:
-        try:
-            with warnings.catch_warnings():  # deprecated, but the only way to look without blocking
-                warnings.simplefilter("ignore", DeprecationWarning)
-                response = subscriber.pull(request={"subscription": subscription, "max_messages": PULL_BATCH,
-                                                    "return_immediately": True}, timeout=timeout)
-        except exceptions.DeadlineExceeded:
-            response = None
-        received = list(response.received_messages) if response is not None else []
+        received = pull_once(subscriber, subscription, PULL_BATCH, timeout)
         if received:
             empties = 0
             letters.extend(_decode(m) for m in received)

@@ -15,8 +15,7 @@ import pytest
 from ops.local import prometheus
 from ops.local.stack import PRIMARY, SECONDARY, Config, Stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420),
-              pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 REGIONS = {PRIMARY, SECONDARY}
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from google.cloud import pubsub_v1
 
 from ops.admin import dlq
@@ -16,8 +15,6 @@ from schemas import (
     envelope_attributes,
     envelope_from_payload,
 )
-
-pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")
 
 
 def _envelope(event_id: str, uid: str | None, customer: str = "cus_1") -> tuple[bytes, dict[str, str]]:
@@ -52,12 +49,11 @@ def _main_messages(topology: Topology, expect: int, timeout: float = 10) -> list
     got: list[pubsub_v1.types.ReceivedMessage] = []
     deadline = time.monotonic() + timeout
     while len(got) < expect and time.monotonic() < deadline:
-        response = subscriber.pull(request={"subscription": topology.subscription, "max_messages": 100,
-                                            "return_immediately": True})
-        got.extend(response.received_messages)
-        if response.received_messages:
+        received = dlq.pull_once(subscriber, topology.subscription, 100)
+        got.extend(received)
+        if received:
             subscriber.acknowledge(request={"subscription": topology.subscription,
-                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+                                            "ack_ids": [m.ack_id for m in received]})
         else:
             time.sleep(0.2)
     subscriber.close()

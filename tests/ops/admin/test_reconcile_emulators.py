@@ -16,7 +16,6 @@ from ops.local.fake_paynow import FakePayNow, create_app, order_from_body
 from ops.local.topology import Topology
 from schemas import decode_envelope, deliveries
 
-pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")
 NOW = int(time.time() * 1000)
 ONE_TIME = "459935272365195264"
 
@@ -47,12 +46,11 @@ def pull(topology: Topology, timeout: float = 5.0, expect: int | None = None) ->
     got: list[pubsub_v1.types.ReceivedMessage] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (expect is None or len(got) < expect):
-        response = subscriber.pull(request={"subscription": topology.subscription, "max_messages": 100,
-                                            "return_immediately": True})
-        if response.received_messages:
-            got.extend(response.received_messages)
+        received = dlq.pull_once(subscriber, topology.subscription, 100)
+        if received:
+            got.extend(received)
             subscriber.acknowledge(request={"subscription": topology.subscription,
-                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+                                            "ack_ids": [m.ack_id for m in received]})
         else:
             time.sleep(0.2)
     subscriber.close()

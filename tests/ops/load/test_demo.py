@@ -8,8 +8,7 @@ import pytest
 
 from ops import cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
-              pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _children() -> set[int]:

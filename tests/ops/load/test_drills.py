@@ -20,8 +20,7 @@ from ops.load import drill_failover, drills
 from ops.local.process import start_time
 from ops.local.stack import Config, Stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
-              pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 RATE = 15.0
 
 

@@ -23,8 +23,7 @@ from ops.load.drills import Drills, Result
 from ops.local.stack import Config, Stack
 from schemas import deliveries
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300),
-              pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 RATE = 10.0  # webhooks/s
 DURATION = 30.0  # s of traffic
