@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -35,10 +35,14 @@ def id_token(project: str, uid: str) -> str:
 class Client:
     """A Firestore REST client as a web/mobile app would be: subject to the project's security rules."""
 
+    opened: ClassVar[list[httpx.Client]] = []  # closed after each test (close_clients)
+
     def __init__(self, host: str, project: str, uid: str | None) -> None:
         self.base = f"http://{host}/v1/projects/{project}/databases/(default)/documents"
         headers = {"Authorization": f"Bearer {id_token(project, uid)}"} if uid else {}
         self.http = httpx.Client(headers=headers, timeout=60)
+        Client.opened.append(self.http)
+
 
     def get(self, path: str) -> int:
         return self.http.get(f"{self.base}/{path}").status_code
@@ -53,6 +57,13 @@ class Client:
 
     def delete(self, path: str) -> int:
         return self.http.delete(f"{self.base}/{path}").status_code
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while Client.opened:
+        Client.opened.pop().close()
 
 
 def load_rules(host: str, project: str, source: str) -> None:

@@ -174,3 +174,5 @@ def test_up_and_down_leave_nothing_running(emulator_hosts: tuple[str, str], tmp_
         if up.poll() is None:
             up.terminate()
             up.wait(timeout=30)
+        if up.stdout:
+            up.stdout.close()

@@ -109,6 +109,7 @@ def lb(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         process.terminate()
         process.wait(timeout=10)
         server.shutdown()
+        server.server_close()
 
 
 def test_posts_are_redispatched_past_a_dead_backend_and_it_is_marked_down(lb: tuple[str, Path]) -> None:
