@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
-from typing import Any
+from typing import IO, Any
 
 import prometheus_client
 from apache_beam.metrics.metric import Metrics
@@ -119,9 +120,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Route every log record of this process through the JSON formatter on stderr."""
-    handler = logging.StreamHandler()
+def configure_logging(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    """Route every log record of this process through the JSON formatter on stderr (or `stream`)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
