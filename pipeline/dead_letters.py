@@ -13,6 +13,7 @@ from pipeline.batching import BatchInBundle
 from pipeline.firestore_transport import backoff
 from pipeline.model import Message, Rejected
 from pipeline.observability import RegionMetrics, log
+from schemas import attributes as attr
 from schemas import encode_dlq_record
 
 PUBLISH_TIMEOUT = 30.0
@@ -30,10 +31,10 @@ def dead_letter(rejected: Rejected, worker_region: str, failed_at_ms: int) -> tu
         "verdict": rejected.verdict, "reason": rejected.reason, "failedAt": failed_at_ms, "step": rejected.step,
         "sourceRegion": rejected.source_region, "workerRegion": worker_region, "eventId": rejected.event_id,
     }
-    attributes = {"verdict": rejected.verdict, "step": rejected.step, "sourceRegion": rejected.source_region,
-                  "workerRegion": worker_region}
+    attributes = {attr.VERDICT: rejected.verdict, attr.STEP: rejected.step, attr.SOURCE_REGION: rejected.source_region,
+                  attr.WORKER_REGION: worker_region}
     if rejected.event_id:
-        attributes["eventId"] = rejected.event_id
+        attributes[attr.EVENT_ID] = rejected.event_id
     return encode_dlq_record(record), attributes
 
 
