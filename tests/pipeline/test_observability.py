@@ -41,7 +41,7 @@ def test_a_pipeline_line_carries_severity_message_its_fields_and_logger(log_stre
 
 
 def test_another_loggers_line_and_its_exception(log_stream: io.StringIO) -> None:
-    other = logging.getLogger("google.api_core")
+    other = logging.getLogger("tests.a_library")
     other.info("plain %s", "text")
     try:
         raise ValueError("boom")
@@ -49,7 +49,7 @@ def test_another_loggers_line_and_its_exception(log_stream: io.StringIO) -> None
         other.exception("call failed")
     logging.getLogger("apache_beam.runners").info("Beam's INFO is held back")
     first, second = lines(log_stream)
-    assert first == {"message": "plain text", "severity": "INFO", "logger": "google.api_core"}
+    assert first == {"message": "plain text", "severity": "INFO", "logger": "tests.a_library"}
     assert set(second) == {"message", "severity", "logger", "exception"}
     assert second["severity"] == "ERROR" and second["message"] == "call failed"
     assert second["exception"].startswith("Traceback") and second["exception"].endswith("ValueError: boom")
