@@ -1,9 +1,12 @@
 """The sink's in-memory caches of Firestore reference data: the product catalog and customer -> uid mappings."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
+
+from cachetools import TTLCache
 
 from pipeline.ledger import Product
 
@@ -37,15 +40,13 @@ class CustomerCache:
     def __init__(self, lookup: Callable[[str], str | None], ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._lookup = lookup
-        self._ttl = ttl
-        self._clock = clock
-        self._cache: dict[str, tuple[str, float]] = {}
+        # No size bound (one small entry per mapped customer); expired entries are dropped as new ones come in.
+        self._cache: TTLCache[str, str] = TTLCache(maxsize=math.inf, ttl=ttl, timer=clock)
 
     def uid(self, customer_id: str) -> str | None:
-        hit = self._cache.get(customer_id)
-        if hit and self._clock() - hit[1] < self._ttl:
-            return hit[0]
-        uid = self._lookup(customer_id)
-        if uid:
-            self._cache[customer_id] = (uid, self._clock())
+        uid = self._cache.get(customer_id)
+        if uid is None:
+            uid = self._lookup(customer_id)
+            if uid:
+                self._cache[customer_id] = uid
         return uid

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 import google.cloud.pubsub_v1 as pubsub_v1
@@ -11,14 +11,17 @@ from apache_beam.pvalue import PCollection
 
 from pipeline.batching import BatchInBundle
 from pipeline.firestore_transport import backoff
-from pipeline.local.dedupe import claims_for
-from pipeline.local.leases import leases_for
 from pipeline.model import Message, Rejected
 from pipeline.observability import RegionMetrics, log
+from schemas import attributes as attr
 from schemas import encode_dlq_record
 
 PUBLISH_TIMEOUT = 30.0
 PUBLISH_ATTEMPTS = 5
+
+Unpublished = Callable[[list[Message]], None]
+"""What a read that acknowledges by itself later does with messages whose dead letter was not published (the
+local acking read hands them back for redelivery); without one, the bundle fails and the runner retries it."""
 
 
 def dead_letter(rejected: Rejected, worker_region: str, failed_at_ms: int) -> tuple[bytes, dict[str, str]]:
@@ -28,10 +31,10 @@ def dead_letter(rejected: Rejected, worker_region: str, failed_at_ms: int) -> tu
         "verdict": rejected.verdict, "reason": rejected.reason, "failedAt": failed_at_ms, "step": rejected.step,
         "sourceRegion": rejected.source_region, "workerRegion": worker_region, "eventId": rejected.event_id,
     }
-    attributes = {"verdict": rejected.verdict, "step": rejected.step, "sourceRegion": rejected.source_region,
-                  "workerRegion": worker_region}
+    attributes = {attr.VERDICT: rejected.verdict, attr.STEP: rejected.step, attr.SOURCE_REGION: rejected.source_region,
+                  attr.WORKER_REGION: worker_region}
     if rejected.event_id:
-        attributes["eventId"] = rejected.event_id
+        attributes[attr.EVENT_ID] = rejected.event_id
     return encode_dlq_record(record), attributes
 
 
@@ -40,10 +43,10 @@ class DeadLetterUnpublished(RuntimeError):
 
 
 class _PublishFn(beam.DoFn):
-    def __init__(self, topic: str, region: str, acking_subscription: str | None) -> None:
+    def __init__(self, topic: str, region: str, on_unpublished: Unpublished | None) -> None:
         self._topic = topic
         self._region = region
-        self._acking_subscription = acking_subscription
+        self._on_unpublished = on_unpublished
 
     def setup(self) -> None:
         self._publisher = pubsub_v1.PublisherClient()
@@ -72,12 +75,10 @@ class _PublishFn(beam.DoFn):
 
     def process(self, batch: list[Rejected]) -> Iterator[Message]:
         failed = self._publish_all(batch)
-        if failed and self._acking_subscription:
-            # Not acknowledged and not settled: its claim is forgotten so the redelivered copy is processed
-            # again (not acked as a "duplicate" of this attempt), and the lease handed back (DESIGN §3).
+        if failed and self._on_unpublished is not None:
+            # Neither acknowledged nor dead-lettered: handed back for redelivery (DESIGN §3).
             self._metrics.released("DeadLetterUnpublished", len(failed))
-            claims_for(self._acking_subscription).forget(r.message.claim for r in failed if r.message.claim)
-            leases_for(self._acking_subscription).hand_back([r.message.ack_id for r in failed if r.message.ack_id])
+            self._on_unpublished([r.message for r in failed])
         elif failed:
             # The native read has already checkpointed the message: fail the bundle so the runner retries it.
             raise DeadLetterUnpublished(f"{len(failed)} dead letters not published to {self._topic}")
@@ -98,15 +99,15 @@ class _PublishFn(beam.DoFn):
 class PublishDeadLetters(beam.PTransform[dict[str, PCollection[Rejected]], dict[str, PCollection[Message]]]):
     """{source: Rejected} -> published to the DLQ topic -> {source: Message to acknowledge}."""
 
-    def __init__(self, topic: str, region: str, acking_subscription: str | None = None) -> None:
+    def __init__(self, topic: str, region: str, on_unpublished: Unpublished | None = None) -> None:
         super().__init__()
         self._topic = topic
         self._region = region
-        self._acking_subscription = acking_subscription
+        self._on_unpublished = on_unpublished
 
     def expand(self, sources: dict[str, PCollection[Rejected]]) -> dict[str, PCollection[Message]]:
         return {name: (rejected
                        | f"Batch{name}" >> beam.ParDo(BatchInBundle(500))
                        | f"Publish{name}" >> beam.ParDo(
-                           _PublishFn(self._topic, self._region, self._acking_subscription)))
+                           _PublishFn(self._topic, self._region, self._on_unpublished)))
                 for name, rejected in sources.items()}

@@ -94,10 +94,16 @@ class DedupeEventIds(beam.PTransform[PCollection[tuple[str, Event]], DoOutputsTu
         super().__init__()
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
-        self._fn = TimerDedupeFn(ttl_seconds, region, clock)
+        self._ttl = ttl_seconds
+        self._region = region
+        self._clock = clock
+
+    def dedupe_fn(self) -> beam.DoFn:
+        """The DoFn behind the `Remember` step (a subclass swaps it, keeping the labels Dataflow's update matches)."""
+        return TimerDedupeFn(self._ttl, self._region, self._clock)
 
     def expand(self, keyed: PCollection[tuple[str, Event]]) -> DoOutputsTuple:
-        remember = beam.ParDo(self._fn)
+        remember = beam.ParDo(self.dedupe_fn())
         outputs: DoOutputsTuple = (
             keyed | "Remember" >> remember.with_outputs(DUPLICATE, IN_FLIGHT, main=UNIQUE))
         return outputs

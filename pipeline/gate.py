@@ -10,6 +10,7 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection
 from pipeline.model import Event, Message, Rejected
 from pipeline.observability import RegionMetrics
 from schemas import DecodeError, decode_envelope
+from schemas.attributes import EVENT_ID, REGION, VERSION
 from schemas.verdicts import Verdict
 
 VALID = "valid"
@@ -19,8 +20,8 @@ STEP = "DecodeAndGate"
 
 def decode_message(message: Message, min_compatible: int) -> Event | Rejected:
     """Decode and gate one message: an Event, or a Rejected carrying the codec's verdict."""
-    source_region = message.attributes.get("region") or "unknown"
-    event_id = message.attributes.get("eventId")
+    source_region = message.attributes.get(REGION) or "unknown"
+    event_id = message.attributes.get(EVENT_ID)
     try:
         envelope = decode_envelope(message.data, min_compatible=min_compatible)
     except DecodeError as exc:
@@ -46,7 +47,7 @@ class _DecodeFn(beam.DoFn):
             yield result
             return
         if result.verdict == Verdict.DROP_INCOMPATIBLE:
-            self._metrics.schema_version(message.attributes.get("version", "unknown"), False)
+            self._metrics.schema_version(message.attributes.get(VERSION, "unknown"), False)
         yield beam.pvalue.TaggedOutput(DLQ, result)
 
 

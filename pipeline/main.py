@@ -1,6 +1,7 @@
 """Assemble the ledger pipeline graph (`build_pipeline`) and launch it (`run`)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ from pipeline.dedupe import DedupeEventIds
 from pipeline.firestore_transport import FirestoreConfig
 from pipeline.gate import DecodeAndGate
 from pipeline.local import recycle
-from pipeline.local.acking_read import AckingRead, Acknowledge, Release
+from pipeline.local.acking_read import AckingRead, Acknowledge, Release, hand_back
 from pipeline.local.dedupe import ClaimingDedupe
 from pipeline.local.runner import without_state_cache
 from pipeline.model import Event, Message
@@ -98,8 +99,8 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform[PBegin, PC
         dead_letters = {"All": tuple(dead_letters.values()) | "CollectDeadLetters" >> flatten}
     # The acking graph keeps one branch per source instead of a Flatten: FnApiRunner never schedules a Flatten
     # fed both by the unbounded pull stage and by a stage after the stateful dedupe, so its elements would sit.
-    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region,
-                                                                     ledger.subscription if acking else None)
+    unpublished = functools.partial(hand_back, ledger.subscription) if acking else None
+    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region, unpublished)
     if acking:
         # DESIGN §3: acknowledged only once durable (committed, dead-lettered, found committed); everything else
         # is handed back for redelivery. The dedupe's claims are settled by the first, forgotten by the second.

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
-from typing import Any
+from typing import IO, Any
 
 import prometheus_client
 from apache_beam.metrics.metric import Metrics
+from pythonjsonlogger.json import JsonFormatter
 
 NAMESPACE = "paynow"
 LOG = logging.getLogger("pipeline")
@@ -47,7 +49,7 @@ def serve_metrics(port: int) -> None:
         if _server_port is None:
             prometheus_client.start_http_server(port, addr="127.0.0.1", registry=_REGISTRY)
             _server_port = port
-            LOG.info(json.dumps({"severity": "INFO", "message": "metrics endpoint up", "port": port}))
+            log(logging.INFO, "metrics endpoint up", port=port)
 
 
 class RegionMetrics:
@@ -101,28 +103,21 @@ class RegionMetrics:
         _PROCESSING.labels(self.region).observe(max(0.0, seconds))
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: severity, message, logger, plus any `extra={"fields": {...}}`."""
+class _Line(dict[str, Any]):
+    """One `log()` line's fields. The JSON formatter merges a dict message into its object; a handler without it
+    (Dataflow's worker handler writes the message text) prints this JSON instead of a Python repr."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        try:
-            doc = json.loads(message)
-            if not isinstance(doc, dict):
-                raise ValueError
-        except ValueError:
-            doc = {"message": message}
-        doc.setdefault("severity", record.levelname)
-        doc.setdefault("logger", record.name)
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+    def __str__(self) -> str:
+        return json.dumps(self, default=str)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Route every log record of this process through the JSON formatter on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+def configure_logging(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    """Route every log record of this process as one JSON object a line (severity, message, its fields, logger,
+    exception) to stderr (or `stream`)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(["levelname", "message", "name"], json_default=str,
+                                       rename_fields={"levelname": "severity", "name": "logger",
+                                                      "exc_info": "exception"}))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -130,7 +125,6 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def log(level: int, message: str, **fields: Any) -> None:
-    """Log one JSON line (cheap when the level is disabled)."""
+    """Log one line with its fields (cheap when the level is disabled)."""
     if LOG.isEnabledFor(level):
-        LOG.log(level, json.dumps({"severity": logging.getLevelName(level), "message": message, **fields},
-                                  default=str))
+        LOG.log(level, _Line(severity=logging.getLevelName(level), message=message, **fields))

@@ -147,6 +147,13 @@ class Acknowledge(beam.PTransform[dict[str, PCollection[Message]], dict[str, PCo
                 for name, messages in sources.items()}
 
 
+def hand_back(subscription: str, messages: list[Message]) -> None:
+    """Neither acknowledge nor settle: forget their claims, so the redelivered copy passes the dedupe again (not
+    acked as a copy of this attempt), then hand their leases back for redelivery (DESIGN §3)."""
+    claims_for(subscription).forget(m.claim for m in messages if m.claim)
+    leases_for(subscription).hand_back([m.ack_id for m in messages if m.ack_id])
+
+
 class _ReleaseFn(beam.DoFn):
     def __init__(self, subscription: str, region: str, reason: str) -> None:
         self._subscription = subscription
@@ -154,13 +161,10 @@ class _ReleaseFn(beam.DoFn):
         self._reason = reason
 
     def setup(self) -> None:
-        self._leases = leases_for(self._subscription)
         self._metrics = RegionMetrics(self._region)
 
     def process(self, batch: list[Message]) -> None:
-        # Forgotten before the hand-back, so the redelivered copy passes the dedupe again.
-        claims_for(self._subscription).forget(m.claim for m in batch if m.claim)
-        self._leases.hand_back([m.ack_id for m in batch if m.ack_id])
+        hand_back(self._subscription, batch)
         self._metrics.released(self._reason, len(batch))
 
 

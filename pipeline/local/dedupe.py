@@ -10,9 +10,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.pvalue import DoOutputsTuple, PCollection
 
-from pipeline.dedupe import DUPLICATE, IN_FLIGHT, UNIQUE, Clock, dedupe_id
+from pipeline.dedupe import DUPLICATE, IN_FLIGHT, Clock, DedupeEventIds, dedupe_id
 from pipeline.model import Event
 from pipeline.observability import RegionMetrics, log
 
@@ -119,18 +118,13 @@ class ClaimingDedupeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(IN_FLIGHT, event.message)
 
 
-class ClaimingDedupe(beam.PTransform[PCollection[tuple[str, Event]], DoOutputsTuple]):
+class ClaimingDedupe(DedupeEventIds):
     """DedupeEventIds for the acking read: (orderingKey, Event) -> (`unique`: Event with its claim, `duplicate`:
     Message to acknowledge, `in_flight`: Message to release). Same step labels as DedupeEventIds."""
 
     def __init__(self, subscription: str, ttl_seconds: float, region: str) -> None:
-        super().__init__()
-        if ttl_seconds <= 0:
-            raise ValueError("ttl_seconds must be positive")
-        self._fn = ClaimingDedupeFn(subscription, ttl_seconds, region)
+        super().__init__(ttl_seconds, region)
+        self._subscription = subscription
 
-    def expand(self, keyed: PCollection[tuple[str, Event]]) -> DoOutputsTuple:
-        remember = beam.ParDo(self._fn)
-        outputs: DoOutputsTuple = (
-            keyed | "Remember" >> remember.with_outputs(DUPLICATE, IN_FLIGHT, main=UNIQUE))
-        return outputs
+    def dedupe_fn(self) -> beam.DoFn:
+        return ClaimingDedupeFn(self._subscription, self._ttl, self._region)

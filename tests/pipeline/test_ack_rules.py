@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.dead_letters import DeadLetterUnpublished, _PublishFn
 from pipeline.firestore_transport import FirestoreConfig, Unavailable
-from pipeline.model import Event, Rejected
+from pipeline.model import Event, Message, Rejected
 from pipeline.observability import RegionMetrics
 from pipeline.sink import DLQ, RELEASE, UNAVAILABLE, Applied, _ApplyFn
 from tests.pipeline import factories as f
@@ -47,9 +47,21 @@ def test_native_graph_fails_the_bundle_so_the_runner_retries_it_from_its_checkpo
 
 
 def test_native_graph_fails_the_bundle_when_a_dead_letter_cannot_be_published() -> None:
-    fn = _PublishFn("projects/p/topics/dlq", "us-central1", acking_subscription=None)
+    fn = _PublishFn("projects/p/topics/dlq", "us-central1", on_unpublished=None)
     fn._metrics = RegionMetrics("us-central1")
     rejected = Rejected(f.message(f.order("x", "x", [(f.P20, 1)])), "unmapped_customer", "r", "ResolveAccount")
     fn._publish_all = lambda batch: list(batch)  # type: ignore[method-assign]
     with pytest.raises(DeadLetterUnpublished):
         list(fn.process([rejected]))
+
+
+def test_acking_graph_hands_back_what_it_could_not_dead_letter_and_acks_the_rest() -> None:
+    handed_back: list[list[Message]] = []
+    fn = _PublishFn("projects/p/topics/dlq", "us-central1", on_unpublished=handed_back.append)
+    fn._metrics = RegionMetrics("us-central1")
+    published, unpublished = (
+        Rejected(f.message(f.order(i, i, [(f.P20, 1)])), "unmapped_customer", "r", "ResolveAccount", event_id=i)
+        for i in ("a", "b"))
+    fn._publish_all = lambda batch: [unpublished]  # type: ignore[method-assign]
+    assert list(fn.process([published, unpublished])) == [published.message]
+    assert handed_back == [[unpublished.message]]
