@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.server
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 from ops.local import haproxy
 from ops.local.emulators import free_port
+from ops.local.process import Process
 
 SERVERS = [haproxy.Server("us-central1", "127.0.0.1", 18081), haproxy.Server("europe-west1", "127.0.0.1", 18082)]
 
@@ -98,16 +98,12 @@ def lb(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     sock = tmp_path / "haproxy.sock"
     config.write_text(haproxy.render_config(servers=[dead, live], frontend_port=frontend, stats_port=stats,
                                             stats_socket=sock))
-    process = subprocess.Popen(haproxy.command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = Process("haproxy", haproxy.command(config), {}, str(tmp_path / "haproxy.log")).start()
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        process.wait_ready(sock.exists, "HAProxy's stats socket", timeout=10, interval=0.05)
         yield f"http://127.0.0.1:{frontend}", sock
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        process.stop()
         server.shutdown()
         server.server_close()
 
