@@ -1,4 +1,4 @@
-"""Pipeline benchmark (no-op sink vs Firestore sink, latency at 100 events/s) and the process harness it uses."""
+"""Pipeline benchmark: no-op sink vs Firestore sink vs the bare LedgerWriter, and latency at 100 events/s."""
 from __future__ import annotations
 
 import os
@@ -7,90 +7,23 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import google.cloud.pubsub_v1 as pubsub_v1
 from google.cloud import firestore
 
 from ops.admin.catalog import seed_products
 from ops.load.stats import percentile
 from ops.local import emulators
-from ops.local.process import NotReady, Process
+from ops.local.pipeline_worker import PipelineProcess, publish_payload, publish_payloads, publisher, wait_until
 from ops.local.topology import Topology
-from schemas import deliveries, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
+from schemas import deliveries, encode_envelope, envelope_attributes, envelope_from_payload
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 NOOP_FLAG = "--noop-sink"
-
-
-class PipelineProcess:
-    """`python -m pipeline ...` (or the no-op-sink child) as a harness process, its JSON log in a file of its own."""
-
-    def __init__(self, topology: Topology, *extra: str, log_dir: Path, env: dict[str, str] | None = None,
-                 noop_sink: bool = False) -> None:
-        self.log_path = log_dir / f"pipeline-{uuid.uuid4().hex[:8]}.log"
-        command = [sys.executable, "-m", "ops.load.bench_pipeline", NOOP_FLAG] if noop_sink else [
-            sys.executable, "-m", "pipeline"]
-        argv = [*command, "--subscription", topology.subscription, "--dlq_topic", topology.dlq_topic,
-                "--project", topology.project, "--region", "us-central1", *extra]
-        self.process = Process("pipeline", argv, dict(env or {}), str(self.log_path), cwd=str(ROOT), marker=False)
-
-    def start(self, ready_timeout: float = 60) -> PipelineProcess:
-        self.process.start()
-        try:
-            self.process.wait_ready(lambda: '"pipeline ready"' in self.log(), "pipeline", ready_timeout, 0.1)
-        except NotReady:
-            self.stop()
-            raise RuntimeError(f"pipeline did not become ready:\n{self.log()[-3000:]}") from None
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill9(self) -> None:
-        self.process.kill()
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> PipelineProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def publisher() -> pubsub_v1.PublisherClient:
-    return pubsub_v1.PublisherClient(publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
-
-
-def publish_payload(client: pubsub_v1.PublisherClient, topic: str, payload: dict[str, Any],
-                    region: str = "us-central1") -> Any:
-    """Publish a PayNow delivery as a v4 envelope the way the ingress does (ordering key, attributes)."""
-    envelope = envelope_from_payload(deliveries.encode(payload), timestamp_ms=int(time.time() * 1000),
-                                     region=region)
-    return client.publish(topic, encode_envelope(envelope), ordering_key=ordering_key(envelope),
-                          **envelope_attributes(envelope))
-
-
-def publish_payloads(client: pubsub_v1.PublisherClient, topic: str, payloads: Iterable[dict[str, Any]],
-                     region: str = "us-central1") -> None:
-    """Publish them all and wait until every publish is confirmed."""
-    for future in [publish_payload(client, topic, payload, region) for payload in payloads]:
-        future.result(timeout=60)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def order_payload(event_id: str, uid: str, product_id: str = "459935272365195264") -> dict[str, Any]:
@@ -155,7 +88,8 @@ def _throughput(noop: bool, events: int, users: int, log_dir: Path) -> tuple[flo
     client = publisher()
     publish_payloads(client, topo.topic, (order_payload(f"t{n}", f"user{n % users}") for n in range(events)))
     port = emulators.free_port()
-    with PipelineProcess(topo, "--metrics_port", str(port), log_dir=log_dir, noop_sink=noop) as pipe:
+    command = [sys.executable, "-m", "ops.load.bench_pipeline", NOOP_FLAG] if noop else None
+    with PipelineProcess(topo, "--metrics_port", str(port), log_dir=log_dir, command=command) as pipe:
         assert wait_until(lambda: _events_total(port) > 0, 60, 0.02), pipe.log()[-2000:]
         start, first = time.monotonic(), _events_total(port)
         assert wait_until(lambda: _events_total(port) >= events, 300, 0.05), pipe.log()[-2000:]

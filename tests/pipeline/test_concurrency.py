@@ -7,8 +7,8 @@ from typing import Any
 
 from google.cloud import firestore
 
-from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.load.ledger_model import LedgerModel
+from ops.local.pipeline_worker import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.local.topology import Topology
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state

@@ -15,9 +15,9 @@ import pytest
 from google.cloud import firestore, pubsub_v1
 
 from ops.admin.catalog import seed_products
-from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.local import emulators
 from ops.local.emulators import free_port
+from ops.local.pipeline_worker import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.local.topology import Topology
 from schemas import decode_dlq_record
 from tests.pipeline import factories as f

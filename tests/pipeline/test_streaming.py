@@ -11,9 +11,9 @@ import pytest
 from google.cloud import firestore
 
 from ops.admin.catalog import map_customer, seed_products
-from ops.load.bench_pipeline import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.local import emulators
 from ops.local.emulators import free_port
+from ops.local.pipeline_worker import PipelineProcess, publish_payloads, publisher, wait_until
 from ops.local.topology import Topology
 from schemas import encode_legacy
 from tests.pipeline import factories as f
