@@ -346,7 +346,7 @@ class Drills:
             shown = f"{start / 2**20:.0f} → {end[0] / 2**20:.0f} MiB (peak {peak.get(name, end[0]) / 2**20:.0f})"
             if name.startswith("pipeline-") and bound:
                 # Beam's local runner leaks native memory; the worker recycles itself past its bound
-                # (pipeline/recycle.py), so the figure that matters is that the bound holds.
+                # (pipeline/local/recycle.py), so the figure that matters is that the bound holds.
                 ceiling = bound + 256  # one 5 s check interval of growth, with room
                 result.add(f"RSS {name} (start → end)", shown, f"peak ≤ {ceiling} MiB (recycles at {bound})",
                            peak.get(name, end[0]) <= ceiling * 2**20)
