@@ -15,6 +15,7 @@ from schemas import (
     envelope_attributes,
     envelope_from_payload,
 )
+from tests.ops.admin.pulling import pull_and_ack
 
 
 def _envelope(event_id: str, uid: str | None, customer: str = "cus_1") -> tuple[bytes, dict[str, str]]:
@@ -45,19 +46,7 @@ def _seed(topology: Topology) -> None:
 
 
 def _main_messages(topology: Topology, expect: int, timeout: float = 10) -> list[pubsub_v1.types.ReceivedMessage]:
-    subscriber = pubsub_v1.SubscriberClient()
-    got: list[pubsub_v1.types.ReceivedMessage] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < expect and time.monotonic() < deadline:
-        received = dlq.pull_once(subscriber, topology.subscription, 100)
-        got.extend(received)
-        if received:
-            subscriber.acknowledge(request={"subscription": topology.subscription,
-                                            "ack_ids": [m.ack_id for m in received]})
-        else:
-            time.sleep(0.2)
-    subscriber.close()
-    return got
+    return pull_and_ack(topology.subscription, timeout, expect)
 
 
 def test_inspect_filters_and_consumes_nothing(topology: Topology) -> None:

@@ -15,6 +15,7 @@ from ops.local.emulators import LOOPBACK, free_port
 from ops.local.fake_paynow import FakePayNow, create_app, order_from_body
 from ops.local.topology import Topology
 from schemas import decode_envelope, deliveries
+from tests.ops.admin.pulling import pull_and_ack
 
 NOW = int(time.time() * 1000)
 ONE_TIME = "459935272365195264"
@@ -42,19 +43,7 @@ def paynow() -> Iterator[tuple[FakePayNow, str]]:
 
 
 def pull(topology: Topology, timeout: float = 5.0, expect: int | None = None) -> list[pubsub_v1.types.ReceivedMessage]:
-    subscriber = pubsub_v1.SubscriberClient()
-    got: list[pubsub_v1.types.ReceivedMessage] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (expect is None or len(got) < expect):
-        received = dlq.pull_once(subscriber, topology.subscription, 100)
-        if received:
-            got.extend(received)
-            subscriber.acknowledge(request={"subscription": topology.subscription,
-                                            "ack_ids": [m.ack_id for m in received]})
-        else:
-            time.sleep(0.2)
-    subscriber.close()
-    return got
+    return pull_and_ack(topology.subscription, timeout, expect)
 
 
 def test_reconcile_command_on_emulators(paynow: tuple[FakePayNow, str], topology: Topology,
