@@ -22,9 +22,9 @@ setup(
         "prometheus-client>=0.20",
         "rich>=13",
         "httpx>=0.27",
-        "cachetools>=5.3,<7",  # the ingress's bounded rate-limit table (TTLCache); apache-beam[gcp] also pins <7
+        "cachetools>=5.3,<7",  # bounded TTL caches (rate limits, recent events, customers); apache-beam[gcp] pins <7
         "pydantic-settings>=2.7,<3",  # the ingress's settings (NoDecode needs 2.7)
-        "python-json-logger>=3.1,<5",  # the ingress's JSON log lines
+        "python-json-logger>=3.1,<5",  # JSON log lines (ingress and pipeline)
         "psutil>=5.9",  # the process harness (ops/local/process.py): start times, process groups, RSS, CPU
     ],
     extras_require={

@@ -14,6 +14,7 @@ from pipeline.firestore_transport import RPC_TIMEOUT, FirestoreConfig, Firestore
 from pipeline.ledger import needs_uid, valid_id
 from pipeline.model import Event, reject
 from pipeline.observability import log
+from schemas.verdicts import Verdict
 
 RESOLVED = "resolved"
 DLQ = "dlq"
@@ -64,15 +65,16 @@ class _ResolveFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(RELEASE, event.message)
             return
         except WriteFailed as exc:
-            verdict, reason = "write_failed", f"customer lookup failed: {exc}"
+            verdict, reason = Verdict.WRITE_FAILED, f"customer lookup failed: {exc}"
         except Exception as exc:  # never let one element kill the job
             log(logging.ERROR, "customer lookup crashed", eventId=event.envelope["eventId"], error=repr(exc))
-            verdict, reason = "write_failed", f"customer lookup crashed: {exc!r}"[:500]
+            verdict, reason = Verdict.WRITE_FAILED, f"customer lookup crashed: {exc!r}"[:500]
         else:
             if uid:
                 yield dataclasses.replace(event, uid=uid)
                 return
-            verdict, reason = "unmapped_customer", f"no valid uid for PayNow customer {customer.get('id')!r}"[:500]
+            verdict = Verdict.UNMAPPED_CUSTOMER
+            reason = f"no valid uid for PayNow customer {customer.get('id')!r}"[:500]
         yield beam.pvalue.TaggedOutput(DLQ, reject(event, verdict, reason, STEP))
 
     def teardown(self) -> None:

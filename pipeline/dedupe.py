@@ -35,7 +35,6 @@ def remember(seen: dict[str, float], event_id: str, now: float, ttl: float) -> t
     return False, kept
 
 
-
 def dedupe_id(event: Event) -> str:
     """What the dedupe remembers: the eventId, plus the replay time for an operator's DLQ replay.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import Envelope
-from schemas.verdicts import VERDICTS
+from schemas.verdicts import VERDICTS, Verdict
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Rejected:
     """A message bound for the DLQ, with why and where it failed."""
 
     message: Message
-    verdict: str
+    verdict: Verdict
     reason: str
     step: str
     source_region: str = "unknown"
@@ -46,7 +46,7 @@ class Rejected:
             raise ValueError(f"unknown DLQ verdict {self.verdict!r}")
 
 
-def reject(event: Event, verdict: str, reason: str, step: str) -> Rejected:
+def reject(event: Event, verdict: Verdict, reason: str, step: str) -> Rejected:
     """The DLQ element for an event that failed after decoding."""
     return Rejected(event.message, verdict, reason, step, event.envelope.get("region") or "unknown",
                     event.envelope["eventId"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,10 +18,16 @@ from schemas import DecodeError, decode_dlq_record, decode_envelope, ordering_ke
 from schemas.attributes import ORDERING_KEY, REPLAYED_AT
 
 PULL_BATCH = 500
-# A pull waits for messages until its deadline (the deprecated return_immediately flag is not used): Pub/Sub answers
-# as soon as it has some, the emulator at the deadline less 1 s, so under 1 s it answers at once; an empty pull ends
-# in DeadlineExceeded, counted as empty.
-PEEK_PULL_SECONDS = 0.9
+# A pull waits for messages until its deadline (the deprecated return_immediately flag is not used); an empty pull
+# ends in DeadlineExceeded, counted as empty. Pub/Sub answers as soon as it has messages, and a pull cancelled at its
+# deadline may still lease some, so against the service the deadline is long enough not to cancel a pull in flight.
+# The emulator holds a pull until its deadline less 1 s, so under 1 s it answers at once.
+EMULATOR_PULL_SECONDS = 0.9
+SERVICE_PULL_SECONDS = 5.0
+
+
+def pull_seconds() -> float:
+    return EMULATOR_PULL_SECONDS if os.environ.get("PUBSUB_EMULATOR_HOST") else SERVICE_PULL_SECONDS
 ACK_BATCH = 500
 
 
@@ -98,18 +105,18 @@ def _decode(message: Any) -> DeadLetter:
 
 
 def pull_once(subscriber: pubsub_v1.SubscriberClient, subscription: str, max_messages: int,
-              timeout: float = PEEK_PULL_SECONDS) -> list[Any]:
+              timeout: float | None = None) -> list[Any]:
     """One pull, not acked: what the subscription hands out now ([] when the deadline passes with nothing)."""
     try:
         response = subscriber.pull(request={"subscription": subscription, "max_messages": max_messages},
-                                   timeout=timeout)
+                                   timeout=timeout if timeout is not None else pull_seconds())
     except exceptions.DeadlineExceeded:
         return []
     return list(response.received_messages)
 
 
 def peek(subscriber: pubsub_v1.SubscriberClient, subscription: str, *, empty_pulls: int = 2,
-         timeout: float = PEEK_PULL_SECONDS) -> list[DeadLetter]:
+         timeout: float | None = None) -> list[DeadLetter]:
     """Pull every message currently in the subscription without acking (hold them; `release` or `ack` after).
 
     Stops after `empty_pulls` consecutive empty pulls (the service may answer empty while messages exist).

@@ -29,6 +29,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from ops.load.stats import percentile
+from ops.local.emulators import free_port
 from ops.local.process import Process, http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,12 +71,6 @@ class Server:
     env: dict[str, str]
     cwd: Path
     ready_path: str | None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _sign(timestamp_ms: int, body: bytes) -> str:
@@ -214,7 +209,7 @@ def _accepted_count(port: int) -> int:
 
 def measure(server: Server, workdir: Path) -> tuple[Loaded, Loaded, str]:
     """Warm up, then the wrk maximum, then the fixed-rate phase; each phase with requests of its own."""
-    port = _free_port()
+    port = free_port()
     log = workdir / f"{server.name.split()[0].lower()}.log"
     process = Process(server.name, server.command, {**server.env, "PORT": str(port), "UVICORN_PORT": str(port)},
                       str(log), cwd=str(server.cwd), marker=False).start()

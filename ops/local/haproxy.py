@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ingress.responses import RETRY_AFTER_UNAVAILABLE
+
 BACKEND = "ingress"
 # HAProxy connects to the ingresses from this loopback address (Linux routes all of 127.0.0.0/8 to lo): the
 # ingresses trust X-Forwarded-For from it alone, and HAProxy's appended entry names the real client.
@@ -59,7 +61,7 @@ def render_config(*, servers: list[Server], frontend_port: int, stats_port: int,
     lines = "\n".join(f"    server {s.name} {s.host}:{s.port} check" for s in servers)
     return template.substitute(servers=lines, frontend_port=frontend_port, stats_port=stats_port,
                                stats_socket=str(stats_socket), host=host, source_address=SOURCE_ADDRESS,
-                               public_paths=" ".join(PUBLIC_PATHS))
+                               public_paths=" ".join(PUBLIC_PATHS), retry_after=RETRY_AFTER_UNAVAILABLE)
 
 
 def executable() -> str:

@@ -53,7 +53,8 @@ class PullFn(beam.DoFn):
                 response = self._client.pull(request={
                     "subscription": self._subscription, "max_messages": MAX_PULL - len(received)},
                     timeout=PULL_TIMEOUT, retry=None)
-            except DeadlineExceeded:  # nothing arrived within the wait: an empty answer
+            except DeadlineExceeded:  # nothing arrived within the wait: an empty answer (Pub/Sub is reachable)
+                log_ready(subscription=self._subscription, region=self._region, read="acking")
                 log(logging.DEBUG, "pull found nothing before its deadline", region=self._region)
                 break
             except Exception as exc:  # an unreachable Pub/Sub must not kill the job; the next tick retries

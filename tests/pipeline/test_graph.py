@@ -14,6 +14,7 @@ from apache_beam.transforms import userstate
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
+from ops.admin import dlq
 from ops.admin.catalog import map_customer
 from ops.local.topology import Topology
 from pipeline.firestore_transport import FirestoreTransport
@@ -157,10 +158,8 @@ def dlq_verdicts(topo: Topology, expected: int, timeout: float = 30) -> set[tupl
     deadline = time.monotonic() + timeout
     try:
         while len(found) < expected and time.monotonic() < deadline:
-            # A deadline under 1 s: the emulator answers at once (without the deprecated return_immediately)
-            response = subscriber.pull(request={"subscription": topo.dlq_subscription, "max_messages": 100},
-                                       timeout=0.9)
-            for received in response.received_messages:
+            messages = dlq.pull_once(subscriber, topo.dlq_subscription, 100)
+            for received in messages:
                 record = decode_dlq_record(received.message.data)
                 attrs = dict(received.message.attributes)
                 assert attrs["verdict"] == record["verdict"] and attrs["step"] == record["step"]
@@ -168,9 +167,9 @@ def dlq_verdicts(topo: Topology, expected: int, timeout: float = 30) -> set[tupl
                 assert record["reason"] and record["failedAt"] > 0 and record["originalData"]
                 assert attrs.get("eventId") == record["eventId"]
                 found.add((record["verdict"], record["step"], record["eventId"]))
-            if response.received_messages:
+            if messages:
                 subscriber.acknowledge(request={"subscription": topo.dlq_subscription,
-                                                "ack_ids": [r.ack_id for r in response.received_messages]})
+                                                "ack_ids": [r.ack_id for r in messages]})
             else:
                 time.sleep(0.2)
     finally:
