@@ -10,7 +10,7 @@ from typing import Any
 
 import google.cloud.pubsub_v1 as pubsub_v1
 
-from ops.local.process import NotReady, Process
+from ops.local.process import NotReady, Process, wait_for
 from ops.local.topology import Topology
 from schemas import deliveries, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 
@@ -74,9 +74,9 @@ def publish_payloads(client: pubsub_v1.PublisherClient, topic: str, payloads: It
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
+    """Whether `condition` came to hold within `timeout` (wait_for's poll, as a truth value for assertions)."""
+    try:
+        wait_for(condition, "condition", timeout, interval=interval)
+    except NotReady:
+        return False
+    return True
