@@ -413,6 +413,8 @@ class Mix:
         return Legacy(scenario, event_id, "ON_ORDER_COMPLETED", 2, encode_legacy(2, record),
                       {"version": "2", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"}, f"uid:{uid}",
                       delivery=delivery)
+
+
 @dataclass
 class Stats:
     """Live counters of a run (the progress line and the final summary)."""
