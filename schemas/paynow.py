@@ -6,6 +6,7 @@ change the ledger the fields §4 reads, with the types the definitions give them
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -227,21 +228,38 @@ def envelope_from_payload(raw: bytes, *, timestamp_ms: int, region: str) -> Enve
             "eventType": event_type, "timestamp": timestamp_ms, "region": region, "data": data}
 
 
-def ordering_key(envelope: Envelope) -> str:
-    """`uid:{uid}` when the delivery names the user, else `customer:{id}`, else `order:{id}`, else `event:{id}`.
+ORDERING_KEYS = 32
+"""How many ordering keys there are (the ingress's `PUBSUB_ORDERING_KEYS`): every key is one of a fixed set."""
 
-    A refund or chargeback whose customer is null gets the order's key: its order's other events may have
-    another key, which is why the ledger's order commits are conditioned on the order aggregate (DESIGN §4).
+
+def bounded_key(identity: str, keys: int = ORDERING_KEYS) -> str:
+    """`k{i}/{keys}`, i a stable hash of `identity` modulo `keys`: the same identity always gets the same key."""
+    if not 1 <= keys <= 1024:
+        raise ValueError(f"keys must be between 1 and 1024, got {keys}")
+    digest = hashlib.blake2b(identity.encode(), digest_size=8).digest()
+    return f"k{int.from_bytes(digest, 'big') % keys}/{keys}"
+
+
+def ordering_key(envelope: Envelope, keys: int = ORDERING_KEYS) -> str:
+    """One of `keys` ordering keys, chosen by the PayNow customer, else the order, else the event.
+
+    Every event of one PayNow customer gets the same key, so its events keep the order they were published in,
+    and one Publish RPC can carry many customers (those that share a key). A refund or chargeback whose customer
+    is null hashes its order id, an ignored event with neither its event id, into the same bounded set: Pub/Sub
+    (the emulator keeps a thread per key it has seen) and the publisher never see more than `keys` keys.
     """
     data = envelope["data"]
     customer = data.get("customer")
-    if customer and customer.get("uid"):
-        return f"uid:{customer['uid']}"
     if customer:
-        return f"customer:{customer['id']}"
+        return customer_ordering_key(customer["id"], keys)
     if data.get("orderId"):
-        return f"order:{data['orderId']}"
-    return f"event:{envelope['eventId']}"
+        return bounded_key(f"order:{data['orderId']}", keys)
+    return bounded_key(f"event:{envelope['eventId']}", keys)
+
+
+def customer_ordering_key(customer_id: str, keys: int = ORDERING_KEYS) -> str:
+    """The ordering key of every event that names PayNow customer `customer_id`."""
+    return bounded_key(f"customer:{customer_id}", keys)
 
 
 def envelope_attributes(envelope: Envelope) -> dict[str, str]:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import DecodeError, decode_dlq_record, decode_envelope, ordering_key
-from schemas.attributes import ORDERING_KEY, REPLAYED_AT
+from schemas.attributes import REPLAYED_AT
 
 PULL_BATCH = 500
 # A pull waits for messages until its deadline (the deprecated return_immediately flag is not used); an empty pull
@@ -166,11 +166,11 @@ def inspect(subscription: str, flt: Filter | None = None, *, limit: int | None =
 
 
 def replay_ordering_key(letter: DeadLetter) -> str:
-    """The original ordering key: an explicit attribute, else derived from the envelope, else none."""
+    """The key the ingress gives the event's customer today (schemas.ordering_key), else none (undecodable).
+
+    Never the key the original carried (the message's, or its `orderingKey` attribute): a dead letter from before
+    keys were bounded would bring back a key outside the bounded set (a thread for ever in the emulator)."""
     assert letter.record is not None
-    attributes = letter.record.get("originalAttributes") or {}
-    if attributes.get(ORDERING_KEY):
-        return str(attributes[ORDERING_KEY])
     try:
         return ordering_key(decode_envelope(bytes(letter.record["originalData"])))
     except (DecodeError, KeyError, TypeError):

@@ -1,6 +1,7 @@
 """DLQ tools against the Pub/Sub emulator: inspect without consuming, filters, show, replay and its acks."""
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 from google.cloud import pubsub_v1
@@ -8,6 +9,7 @@ from google.cloud import pubsub_v1
 from ops.admin import dlq
 from ops.local.topology import Topology
 from schemas import (
+    customer_ordering_key,
     deliveries,
     encode_dlq_record,
     encode_envelope,
@@ -72,7 +74,7 @@ def test_describe_shows_the_record_and_decoded_envelope(topology: Topology) -> N
     assert shown["originalData"]["envelope"]["eventId"] == "e1"
     assert shown["originalData"]["rawPayload"]["event_id"] == "e1"  # the PayNow delivery as it arrived
     assert shown["originalData"]["rawPayload"]["body"]["customer"]["id"] == "cus_unmapped"
-    assert shown["replayOrderingKey"] == "customer:cus_unmapped"
+    assert shown["replayOrderingKey"] == customer_ordering_key("cus_unmapped")
     assert "IncompatibleVersion" in dlq.describe(letters["e3"])["originalData"]["decode"]
     assert dlq.table(list(letters.values())).row_count == 3
 
@@ -88,7 +90,7 @@ def test_replay_republishes_matching_messages_with_attributes_and_ordering_key(t
     replayed = dict(message.message.attributes)
     assert int(replayed.pop(dlq.REPLAYED_AT)) >= time.time() * 1000 - 60_000
     assert replayed == attributes
-    assert message.message.ordering_key == "customer:cus_unmapped"
+    assert message.message.ordering_key == customer_ordering_key("cus_unmapped")
     assert sorted(x.event_id for x in dlq.inspect(topology.dlq_subscription)) == ["e2", "e3"]  # acked, others stay
 
 
@@ -110,3 +112,14 @@ def test_a_failed_publish_leaves_the_message_in_the_dlq(topology: Topology) -> N
                         flt=dlq.Filter(event_ids=frozenset({"e2"})))
     assert not result.replayed and [x.event_id for x, _ in result.failed] == ["e2"]
     assert len(dlq.inspect(topology.dlq_subscription)) == 3
+
+
+def test_a_replay_takes_todays_bounded_key_never_the_old_one() -> None:
+    """A dead letter from before keys were bounded (`orderingKey` attribute `uid:u9`) is replayed under the
+    customer's key of the bounded set; an undecodable one without a key."""
+    data, attributes = _envelope("e9", "u9", "cus_9")
+    old = {"originalData": data, "originalAttributes": {**attributes, "orderingKey": "uid:u9"}}
+    letter = dlq.DeadLetter("ack", "m9", dt.datetime.now(dt.UTC), {}, old)
+    assert dlq.replay_ordering_key(letter) == customer_ordering_key("cus_9")
+    broken = dlq.DeadLetter("ack", "m10", dt.datetime.now(dt.UTC), {}, {"originalData": b"{not avro"})
+    assert dlq.replay_ordering_key(broken) == ""
