@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import grpc
 from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler
 from apache_beam.utils import retry
 from google.api_core import exceptions as gexc
@@ -25,11 +26,51 @@ from pipeline.observability import RegionMetrics, log
 
 T = TypeVar("T")
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted, gexc.InternalServerError,
-    gexc.ResourceExhausted, gexc.RetryError, gexc.GatewayTimeout, gexc.Unknown, ConnectionError, TimeoutError,
-)
-CONFLICT: tuple[type[BaseException], ...] = (gexc.Conflict, gexc.FailedPrecondition)  # AlreadyExists is a Conflict
+TRANSIENT, CONFLICT, PERMANENT = "transient", "conflict", "permanent"
+STATUS_CLASS: dict[grpc.StatusCode, str] = {
+    # Retried with backoff, then released for redelivery; never a dead letter (DESIGN §3). The same set the
+    # Firestore SDKs retry (firebase-js-sdk remote/rpc_error.ts `isPermanentError`), plus ABORTED: a plain
+    # commit is aborted only by contention, which a later attempt resolves.
+    grpc.StatusCode.CANCELLED: TRANSIENT,
+    grpc.StatusCode.UNKNOWN: TRANSIENT,
+    grpc.StatusCode.DEADLINE_EXCEEDED: TRANSIENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TRANSIENT,
+    grpc.StatusCode.ABORTED: TRANSIENT,
+    grpc.StatusCode.INTERNAL: TRANSIENT,
+    grpc.StatusCode.UNAVAILABLE: TRANSIENT,
+    grpc.StatusCode.UNAUTHENTICATED: TRANSIENT,  # an expired token: the client refreshes it on the next call
+    # A precondition of the commit plan failed (create of an existing doc, aggregate changed since read):
+    # re-read and decide again (LedgerWriter._apply_one).
+    grpc.StatusCode.ALREADY_EXISTS: CONFLICT,
+    grpc.StatusCode.FAILED_PRECONDITION: CONFLICT,
+    # Retrying cannot fix it: this event is dead-lettered `write_failed`, alone.
+    grpc.StatusCode.INVALID_ARGUMENT: PERMANENT,
+    grpc.StatusCode.NOT_FOUND: PERMANENT,  # the database (a precondition on a deleted doc is FAILED_PRECONDITION)
+    grpc.StatusCode.PERMISSION_DENIED: PERMANENT,
+    grpc.StatusCode.OUT_OF_RANGE: PERMANENT,
+    grpc.StatusCode.UNIMPLEMENTED: PERMANENT,
+    grpc.StatusCode.DATA_LOSS: PERMANENT,
+}
+"""Every status code a Firestore RPC can fail with, and what it means for the event (tests check it code by code)."""
+_NETWORK: tuple[type[BaseException], ...] = (gexc.RetryError, ConnectionError, TimeoutError)
+
+
+def classify(exc: BaseException) -> str | None:
+    """TRANSIENT, CONFLICT or PERMANENT for an error of a Firestore call; None for anything else (a bug: it
+    propagates to the sink, which isolates it to its event)."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        code = exc.grpc_status_code
+        if code is None:  # an HTTP-only error (a proxy's 502/503/504, 429): transient; other 4xx are ours
+            return TRANSIENT if exc.code is not None and (exc.code >= 500 or exc.code == 429) else PERMANENT
+        return STATUS_CLASS.get(code, PERMANENT)
+    return TRANSIENT if isinstance(exc, _NETWORK) else None
+
+
+CONFLICTS: tuple[type[BaseException], ...] = tuple(
+    gexc.exception_class_for_grpc_status(code) for code, kind in STATUS_CLASS.items() if kind == CONFLICT)
+"""The exception classes of the CONFLICT codes, for `except` clauses."""
+
+
 RPC_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.2
 MAX_BACKOFF = 5.0
@@ -104,7 +145,7 @@ _throttler = _SharedThrottler()
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT)
+    return classify(exc) == TRANSIENT
 
 
 class FirestoreRpc:
@@ -133,8 +174,9 @@ class FirestoreRpc:
         started = time.time()
         try:
             result = call()
-        except TRANSIENT:
-            self._metrics.rpc(success=False)
+        except Exception as exc:
+            if _is_transient(exc):
+                self._metrics.rpc(success=False)
             raise
         self._metrics.rpc(success=True)
         self._throttler.successful_request(started * 1000)
@@ -151,12 +193,13 @@ class FirestoreRpc:
         try:
             result: T = attempt(call)
             return result
-        except TRANSIENT as exc:
-            raise Unavailable(f"{type(exc).__name__} after {self._attempts} attempts: {str(exc)[:300]}") from exc
-        except CONFLICT:
-            raise
-        except gexc.GoogleAPICallError as exc:  # InvalidArgument, PermissionDenied, NotFound, ...: permanent
-            raise WriteFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        except Exception as exc:
+            kind = classify(exc)
+            if kind == TRANSIENT:
+                raise Unavailable(f"{type(exc).__name__} after {self._attempts} attempts: {str(exc)[:300]}") from exc
+            if kind == PERMANENT:
+                raise WriteFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise  # a conflict, for the caller to resolve; or a bug, for the sink to isolate
 
 
 _Write = write.Write.pb()

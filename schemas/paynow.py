@@ -38,10 +38,13 @@ EVENT_TYPES = frozenset({
 """PayNow's `WebhookEventType` enum (tests check it against the definitions). Unknown types are accepted too."""
 
 EVENT_TYPE_RE = re.compile(r"^[A-Z_]{1,64}$")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this."""
-UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""A Firebase-style uid (DESIGN §4); a `checkout.metadata.uid` that is not one is ignored, never trusted."""
+ID_RE = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,128}$")
+"""PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this whole
+(`fullmatch`: `$` alone lets a trailing newline through): a valid document id, and Firestore reserves `__.*__`.
+Also the OpenAPI pattern of ids, so ECMA-262 syntax only."""
+UID_RE = ID_RE
+"""A Firebase-style uid (DESIGN §4) that can be a document id; a `checkout.metadata.uid` that is not one is
+ignored, never trusted (the customer's mapping decides)."""
 MAX_QUANTITY = 10_000
 MAX_CENTS = 2**63 - 1
 
@@ -95,7 +98,7 @@ class _Reader:
             raise PayloadError(self.at(key), "holds control characters or unpaired surrogates")
         if len(value) > max_len:
             raise PayloadError(self.at(key), f"longer than {max_len} characters")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise PayloadError(self.at(key), f"must match {pattern.pattern}")
         return value
 
@@ -150,7 +153,7 @@ def _uid(body: _Reader) -> str | None:
     checkout = body.obj.get("checkout")
     metadata = checkout.get("metadata") if isinstance(checkout, dict) else None
     uid = metadata.get("uid") if isinstance(metadata, dict) else None
-    return uid if isinstance(uid, str) and UID_RE.match(uid) else None
+    return uid if isinstance(uid, str) and UID_RE.fullmatch(uid) else None
 
 
 def _customer(body: _Reader, *, required: bool) -> dict[str, Any] | None:
@@ -208,10 +211,10 @@ def _other_data(body: dict[str, Any], raw: bytes) -> dict[str, Any]:
     """Best-effort ids of a type the ledger ignores: nothing here may refuse the delivery (PayNow would retry)."""
     data = _empty_data(raw)
     order_id = body.get("order_id")
-    data["orderId"] = order_id if isinstance(order_id, str) and ID_RE.match(order_id) else None
+    data["orderId"] = order_id if isinstance(order_id, str) and ID_RE.fullmatch(order_id) else None
     customer = body.get("customer")
     customer_id = customer.get("id") if isinstance(customer, dict) else None
-    if isinstance(customer_id, str) and ID_RE.match(customer_id):
+    if isinstance(customer_id, str) and ID_RE.fullmatch(customer_id):
         data["customer"] = {"id": customer_id, "uid": _uid(_Reader(body, "body")), "email": None}
     return data
 

@@ -248,7 +248,11 @@ def test_a_permanent_refusal_is_write_failed_at_once(writer: LedgerWriter, fires
 
 def test_contention_that_outlasts_its_rounds_is_unavailable_not_write_failed(
         writer: LedgerWriter, firestore_db: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds = []
+
     def contended(self: FirestoreTransport, writes: list[Any]) -> None:
+        rounds.append(1)  # another writer changes the order each time (an unchanged set keeps its update time)
+        firestore_db.document("orders/o1").set({"orderId": "o1", "refunded": len(rounds) % 2 == 0})
         raise gexc.FailedPrecondition("the order changed")
 
     monkeypatch.setattr(FirestoreTransport, "_send", contended)
