@@ -65,7 +65,7 @@ def drill_reconcile(drills: Any, result: Any, *, duration: float, rate: float) -
 
     info = stack.info["paynowApi"]
     since_ms = int((started_at - 600) * 1000)
-    ledger = rc.FirestoreLedger(drills.db, stack.info["dlqSubscription"])
+    ledger = rc.FirestoreLedger(drills.db)
     publish = rc.PubSubPublish(stack.info["topic"])
 
     def reconcile_once() -> rc.Report:
@@ -113,7 +113,7 @@ def drill_reconcile(drills: Any, result: Any, *, duration: float, rate: float) -
     drift = sorted(u for u in uids if actual.get(u, 0) != expected_wallets.get(u, 0))
     result.add("wallets equal the independent model fed with every PayNow delivery",
                f"{len(uids) - len(drift)}/{len(uids)}", "all", not drift)
-    report_audit = audit.run(drills.db, traffic=adjusted, dlq_subscription=stack.info["dlqSubscription"])
+    report_audit = audit.run(drills.db, traffic=adjusted)
     for check in report_audit.checks:
         result.add(f"audit: {check.name}", check.value, check.detail, check.ok)
 
