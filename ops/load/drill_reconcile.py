@@ -9,6 +9,7 @@ from typing import Any
 from ops.admin import audit
 from ops.admin import reconcile as rc
 from ops.admin.catalog import KNOWN_PRODUCTS
+from ops.admin.dlq import PubSubPublish
 from ops.admin.paynow_api import ManagementApi
 from ops.load.ledger_model import LedgerModel
 from ops.local.fake_paynow import management_event
@@ -66,7 +67,7 @@ def drill_reconcile(drills: Any, result: Any, *, duration: float, rate: float) -
     info = stack.info["paynowApi"]
     since_ms = int((started_at - 600) * 1000)
     ledger = rc.FirestoreLedger(drills.db)
-    publish = rc.PubSubPublish(stack.info["topic"])
+    publish = PubSubPublish(stack.info["topic"])
 
     def reconcile_once() -> rc.Report:
         api = ManagementApi(info["apiKey"], base_url=info["url"])
