@@ -102,7 +102,7 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform[PBegin, PC
     # The acking graph keeps one branch per source instead of a Flatten: FnApiRunner never schedules a Flatten
     # fed both by the unbounded pull stage and by a stage after the stateful dedupe, so its elements would sit.
     unpublished = functools.partial(hand_back, ledger.subscription) if acking else None
-    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region, unpublished)
+    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, config, unpublished)
     if acking:
         # DESIGN §3: acknowledged only once durable (committed, dead-lettered, found committed); everything else
         # is handed back for redelivery. The dedupe's claims are settled by the first, forgotten by the second.
