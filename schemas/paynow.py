@@ -11,7 +11,9 @@ import json
 import re
 from typing import Any
 
-from schemas import attributes
+import orjson
+
+from schemas import attributes, personal
 from schemas.codec import CURRENT_VERSION, MIN_COMPATIBLE
 from schemas.types import Envelope
 
@@ -157,12 +159,11 @@ def _uid(body: _Reader) -> str | None:
 
 
 def _customer(body: _Reader, *, required: bool) -> dict[str, Any] | None:
+    """The pseudonymous ids of the customer; `email` stays null (v2-v4 readers expect the field; nothing reads it)."""
     customer = body.child("customer", required=required)
     if customer is None:
         return None
-    email = customer.obj.get("email")
-    return {"id": customer.ident("id"), "uid": _uid(body),
-            "email": email if isinstance(email, str) and _utf8(email) else None}
+    return {"id": customer.ident("id"), "uid": _uid(body), "email": None}
 
 
 def _lines(body: _Reader) -> list[dict[str, Any]]:
@@ -175,14 +176,14 @@ def _lines(body: _Reader) -> list[dict[str, Any]]:
     } for line in body.items("lines")]
 
 
-def _empty_data(raw: bytes) -> dict[str, Any]:
+def _empty_data() -> dict[str, Any]:
     return {"orderId": None, "customer": None, "lines": [], "subscription": None, "refund": None,
-            "chargeback": None, "totalCents": None, "currency": None, "rawPayload": raw}
+            "chargeback": None, "totalCents": None, "currency": None, "rawPayload": b""}
 
 
-def _ledger_data(event_type: str, body: _Reader, raw: bytes) -> dict[str, Any]:
+def _ledger_data(event_type: str, body: _Reader) -> dict[str, Any]:
     """The fields §4 needs, validated, for a type that changes the ledger."""
-    data = _empty_data(raw)
+    data = _empty_data()
     if event_type == ORDER_COMPLETED:
         data.update(orderId=body.ident("id"), customer=_customer(body, required=True), lines=_lines(body),
                     totalCents=body.integer("total_amount"), currency=body.text("currency", max_len=8))
@@ -207,9 +208,9 @@ def _ledger_data(event_type: str, body: _Reader, raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _other_data(body: dict[str, Any], raw: bytes) -> dict[str, Any]:
+def _other_data(body: dict[str, Any]) -> dict[str, Any]:
     """Best-effort ids of a type the ledger ignores: nothing here may refuse the delivery (PayNow would retry)."""
-    data = _empty_data(raw)
+    data = _empty_data()
     order_id = body.get("order_id")
     data["orderId"] = order_id if isinstance(order_id, str) and ID_RE.fullmatch(order_id) else None
     customer = body.get("customer")
@@ -220,15 +221,31 @@ def _other_data(body: dict[str, Any], raw: bytes) -> dict[str, Any]:
 
 
 def envelope_from_payload(raw: bytes, *, timestamp_ms: int, region: str) -> Envelope:
-    """Map a raw PayNow delivery to a v4 envelope, or raise PayloadError naming the offending field."""
-    top = _Reader(parse_delivery(raw), "")
+    """Map a raw PayNow delivery to a v4 envelope, or raise PayloadError naming the offending field.
+
+    `rawPayload` is the delivery without its personal fields (schemas/personal.py), as compact JSON.
+    """
+    delivery = parse_delivery(raw)
+    top = _Reader(delivery, "")
     event_type = top.text("event_type", pattern=EVENT_TYPE_RE, max_len=64)
     event_id = top.ident("event_id")
     body = top.child("body")
     assert event_type is not None and event_id is not None and body is not None
-    data = _ledger_data(event_type, body, raw) if event_type in LEDGER_EVENTS else _other_data(body.obj, raw)
+    data = _ledger_data(event_type, body) if event_type in LEDGER_EVENTS else _other_data(body.obj)
+    data["rawPayload"] = minimised(delivery)
     return {"version": CURRENT_VERSION, "minCompatible": MIN_COMPATIBLE, "eventId": event_id,
             "eventType": event_type, "timestamp": timestamp_ms, "region": region, "data": data}
+
+
+def minimised(delivery: dict[str, Any]) -> bytes:
+    """The parsed delivery without its personal fields, as compact JSON (orjson: about a tenth of `json.dumps`'s
+    CPU on the request path). It strips `delivery` in place: call it once the envelope's fields are read from it.
+    """
+    stripped = personal.strip(delivery)
+    try:
+        return orjson.dumps(stripped)
+    except orjson.JSONEncodeError:  # an integer past 64 bits or a lone surrogate: json's encoder takes both
+        return json.dumps(stripped, separators=(",", ":")).encode()
 
 
 ORDERING_KEYS = 32

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 import uuid
@@ -16,6 +15,7 @@ import httpx
 
 from ops.admin import audit
 from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
+from ops.load import traffic_log
 from ops.load.ledger_model import LedgerModel
 from ops.local.process import Process
 from schemas import deliveries
@@ -235,7 +235,7 @@ def drill_chaos(drills: Drills, result: Result) -> None:
     records = [record for _, record in sent]
     path = drills.stack.traffic_dir / f"chaos-{time.strftime('%H%M%S')}-{run_id}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    path.write_text("".join(traffic_log.line(r) for r in records))
     for line in log:
         result.add("fault", line)
 

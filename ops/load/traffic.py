@@ -407,7 +407,7 @@ class Mix:
         record = {"version": 2, "eventId": event_id, "eventType": "ON_ORDER_COMPLETED",
                   "timestamp": int(time.time() * 1000),
                   "data": {"orderId": order_id, "prettyId": order_id.upper(),
-                           "customer": {"id": customer_id, "email": f"{customer_id}@example.com", "uid": uid},
+                           "customer": {"id": customer_id, "email": None, "uid": uid},
                            "lines": [{"productId": line["product_id"], "quantity": line["quantity"],
                                       "price": f"{line['price'] / 100:.2f}"} for line in lines],
                            "subscription": None}}

@@ -101,9 +101,15 @@ def test_refund_chargeback_and_cycle_carry_what_the_ledger_reads() -> None:
                                      "status": "active", "totalCents": 999}
 
 
-def test_raw_payload_is_kept_byte_for_byte() -> None:
-    body = json.dumps(order(), indent=3).encode()
-    assert envelope_from_payload(body, timestamp_ms=TS, region="r")["data"]["rawPayload"] == body
+def test_raw_payload_is_the_delivery_without_its_personal_fields() -> None:
+    delivery = order()
+    delivery["body"].update(billing_email="ada@example.org", customer_ip="192.0.2.44")
+    raw = envelope_from_payload(json.dumps(delivery, indent=3).encode(), timestamp_ms=TS, region="r")["data"]
+    stripped = copy.deepcopy(delivery)
+    del stripped["body"]["billing_email"], stripped["body"]["customer_ip"], stripped["body"]["billing_name"]
+    del stripped["body"]["billing_address_country"]
+    stripped["body"]["customer"] = {"id": delivery["body"]["customer"]["id"]}
+    assert json.loads(raw["rawPayload"]) == stripped
 
 
 def test_ordering_key_follows_the_customer_then_the_order_then_the_event() -> None:
