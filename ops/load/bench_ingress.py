@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -346,7 +346,7 @@ def _table(results: dict[str, list[Measured]], node_note: str, load: tuple[float
     ingress = results[INGRESS]
     rows = [_row(f"{name} (run {i + 1})" if len(runs) > 1 else name, *m[:2])
             for name, runs in results.items() for i, m in enumerate(runs)]
-    cpu = statistics.median([m[0].cpu_ms for m in ingress])
+    cpu = median([m[0].cpu_ms for m in ingress])
     lines = [
         f"Ingress benchmark (`python -m ops.load.bench_ingress`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"{os.cpu_count()} cores shared by load generator, server, Pub/Sub emulator and whatever else runs: load "
@@ -362,11 +362,11 @@ def _table(results: dict[str, list[Measured]], node_note: str, load: tuple[float
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"- Ingress / hello-world at max: **{statistics.median([m[0].rate for m in ingress]) / hello[0].rate:.2f}** (median "
+        f"- Ingress / hello-world at max: **{median([m[0].rate for m in ingress]) / hello[0].rate:.2f}** (median "
         f"ingress run); ingress with PUBSUB_ORDERING=false (one RPC per gathered batch): "
         f"**{results[UNORDERED][0][0].rate / hello[0].rate:.2f}**.",
         f"- Ingress server CPU per webhook at max: **{cpu:.3f} ms** (median; target <= 0.25 ms).",
-        f"- Ingress p99 at {FIXED_RATE} req/s offered: **{statistics.median([m[1].p99 for m in ingress]):.1f} ms** (median; "
+        f"- Ingress p99 at {FIXED_RATE} req/s offered: **{median([m[1].p99 for m in ingress]):.1f} ms** (median; "
         "target <= 10 ms).",
         f"- Ingress: {ingress[0][2]} in its first run, of {ingress[0][0].sent + ingress[0][1].sent:,} measured "
         "requests plus the warm-up (none answered from the duplicate cache).",
@@ -376,11 +376,11 @@ def _table(results: dict[str, list[Measured]], node_note: str, load: tuple[float
         ratios = [i[0].rate / n[0].rate for i, n in zip(ingress, node, strict=True)]
         lines += [
             f"- Ingress / Node peer at max, interleaved pairs: {' · '.join(f'{r:.2f}' for r in ratios)}, median "
-            f"**{statistics.median(ratios):.2f}** (target >= 1.5). Server CPU per webhook: ingress {cpu:.3f} ms, Node peer "
-            f"{statistics.median([m[0].cpu_ms for m in node]):.3f} ms (medians).",
-            f"- p99 at c={CONNECTIONS} (wrk): ingress {statistics.median([m[0].p99 for m in ingress]):.1f} ms, Node peer "
-            f"{statistics.median([m[0].p99 for m in node]):.1f} ms; at {FIXED_RATE} req/s: ingress "
-            f"{statistics.median([m[1].p99 for m in ingress]):.1f} ms, Node peer {statistics.median([m[1].p99 for m in node]):.1f} ms "
+            f"**{median(ratios):.2f}** (target >= 1.5). Server CPU per webhook: ingress {cpu:.3f} ms, Node peer "
+            f"{median([m[0].cpu_ms for m in node]):.3f} ms (medians).",
+            f"- p99 at c={CONNECTIONS} (wrk): ingress {median([m[0].p99 for m in ingress]):.1f} ms, Node peer "
+            f"{median([m[0].p99 for m in node]):.1f} ms; at {FIXED_RATE} req/s: ingress "
+            f"{median([m[1].p99 for m in ingress]):.1f} ms, Node peer {median([m[1].p99 for m in node]):.1f} ms "
             "(medians).",
         ]
     if node_note:
