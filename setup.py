@@ -17,6 +17,7 @@ setup(
         "google-cloud-firestore>=2.16,<3",
         "google-cloud-pubsub>=2.21,<3",
         "fastavro>=1.9,<2",
+        "orjson>=3.9,<4",  # the webhook's JSON parse (schemas/paynow.py) and answers, a third of json's time
         "starlette>=0.40",
         "uvicorn[standard]>=0.30",
         "prometheus-client>=0.20",

@@ -61,16 +61,29 @@ class PayloadError(ValueError):
 
 
 def parse_delivery(raw: bytes) -> dict[str, Any]:
-    """The JSON object of a delivery, or PayloadError: bad UTF-8, bad JSON, too deep, huge numbers, not an object."""
+    """The JSON object of a delivery, or PayloadError: bad UTF-8, bad JSON, too deep, huge numbers, not an object.
+
+    orjson parses (a third of the standard library's time on a 2 KB delivery); whatever it refuses goes to the
+    standard library, which decides as before: it takes a lone surrogate escape (JavaScript's JSON.stringify writes
+    one for a cut emoji) in a field the ledger never reads, where refusing would lose the payment, and NaN or huge
+    numbers, which the field checks then name. Only an integer of 2**64 or more differs: orjson makes it a float.
+    """
     try:
-        payload = json.loads(raw)
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = _parse_with_json(raw)
+    if not isinstance(payload, dict):
+        raise PayloadError("body", "must be a JSON object")
+    return payload
+
+
+def _parse_with_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
     except RecursionError:
         raise PayloadError("body", "nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:  # includes int-too-long (PEP 651's str digits limit)
         raise PayloadError("body", f"not valid JSON ({str(exc)[:120]})") from None
-    if not isinstance(payload, dict):
-        raise PayloadError("body", "must be a JSON object")
-    return payload
 
 
 class _Reader:

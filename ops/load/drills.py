@@ -315,20 +315,28 @@ class Drills:
         watched = {**self.stack.processes, **{f"{e.kind}-emulator": e.process for e in self.stack.emulators
                                               if e.process is not None}}
 
-        async def sample(started: float) -> None:
-            await asyncio.sleep(min(10.0, duration / 10))  # after warm-up
+        def first() -> None:
             for name, process in watched.items():
                 if process.alive():
                     memory[name], threads[name] = [process.rss_bytes()], [process.threads()]
+
+        def peaks() -> None:
+            for name in memory:
+                peak[name] = max(peak.get(name, 0), watched[name].rss_bytes())
+
+        def last() -> None:
+            for name in memory:
+                memory[name].append(watched[name].rss_bytes())
+                threads[name].append(watched[name].threads())
+
+        async def sample(started: float) -> None:
+            # Each reading walks the machine's process table: in a thread, so the sender's loop never waits on it.
+            await asyncio.sleep(min(10.0, duration / 10))  # after warm-up
+            await asyncio.to_thread(first)
             while time.monotonic() < started + duration - 0.5:
-                for name, process in watched.items():
-                    if name in memory:
-                        peak[name] = max(peak.get(name, 0), process.rss_bytes())
+                await asyncio.to_thread(peaks)
                 await asyncio.sleep(min(1.0, max(0.0, started + duration - 0.5 - time.monotonic())))
-            for name, process in watched.items():
-                if name in memory:
-                    memory[name].append(process.rss_bytes())
-                    threads[name].append(process.threads())
+            await asyncio.to_thread(last)
 
         stats, records = self.send("load", rate=rate, duration=duration, during=sample)
         ack = self._p95_ms(ingress_before, self._ingress_samples(), status.ACK)

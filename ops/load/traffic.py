@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import random
+import ssl
 import sys
 import time
 import uuid
@@ -32,6 +33,8 @@ SUBSCRIPTIONS = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "sub
 UNKNOWN_PRODUCT = "999999999999999999"  # in no catalog: its order is dead-lettered as unmapped_product
 WEBHOOK_PATH = "/webhooks/paynow"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+POOL_CONNECTIONS = 16
+"""Connections per HTTP client of the sender (it keeps max_in_flight / POOL_CONNECTIONS clients)."""
 REFUND_STATUSES = ("created", "approved", "processing", "completed", "canceled", "failed")
 CHARGEBACK_OPEN = "open"
 CLOSINGS = ("won", "lost")
@@ -531,7 +534,10 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
     recorder = Recorder(log_path)
     recorder.write(mix.context())
     tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+    # httpcore's pool scans every connection and every queued request on each request, so one pool of hundreds
+    # costs milliseconds per webhook once answers slow down (the sender then falls behind for good: 25/s of 100/s
+    # on a busy machine). Small pools, round-robin, keep that scan short.
+    limits = httpx.Limits(max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS)
 
     slots = asyncio.Semaphore(max_in_flight)
 
@@ -566,7 +572,11 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
     started = time.monotonic()
     last_progress = 0.0
     try:
-        async with httpx.AsyncClient(limits=limits, transport=transport) as client:
+        async with contextlib.AsyncExitStack() as clients:
+            tls = ssl.create_default_context()  # one for all clients: each would load the CA bundle again
+            pool = [await clients.enter_async_context(httpx.AsyncClient(limits=limits, transport=transport,
+                                                                        verify=tls))
+                    for _ in range(max(1, max_in_flight // POOL_CONNECTIONS))]
             n = 0
             while True:
                 now = time.monotonic() - started
@@ -581,7 +591,7 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
                     n += 1
                     continue
                 await slots.acquire()
-                task = asyncio.create_task(one(client, action))
+                task = asyncio.create_task(one(pool[n % len(pool)], action))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 n += 1
