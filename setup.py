@@ -26,6 +26,7 @@ setup(
         "pydantic-settings>=2.7,<3",  # the ingress's settings (NoDecode needs 2.7)
         "python-json-logger>=3.1,<5",  # JSON log lines (ingress and pipeline)
         "psutil>=5.9",  # the process harness (ops/local/process.py): start times, process groups, RSS, CPU
+        "orjson>=3.9,<4",  # the minimised delivery in each envelope (schemas/paynow.py), on the request path
     ],
     extras_require={
         "test": [

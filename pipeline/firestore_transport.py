@@ -20,7 +20,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.types import common, document, write
 from google.cloud.firestore_v1.types import firestore as firestore_types
 
-from pipeline.commit_plan import Create, ReplaceIfUnchanged, Write
+from pipeline.commit_plan import Create, ReplaceIfUnchanged, Upsert, Write
 from pipeline.ledger import Product
 from pipeline.observability import RegionMetrics, log
 
@@ -222,6 +222,8 @@ def _set(target: Any, value: Any) -> None:
         target.integer_value = value
     elif isinstance(value, str):
         target.string_value = value
+    elif isinstance(value, bytes):
+        target.bytes_value = value
     elif isinstance(value, dt.datetime):
         target.timestamp_value.FromDatetime(value.astimezone(dt.UTC).replace(tzinfo=None))
     elif isinstance(value, list):
@@ -265,9 +267,19 @@ def _replace_if_unchanged(name: str, fields: Mapping[str, Any], update_time: Any
 
 def _increment(name: str, increments: Mapping[str, int], server_time: tuple[str, ...] = ()) -> Any:
     """Upsert `name` changing only the given counters (by Increment) and server-time fields."""
-    pb = _Write(update=_Document(name=name), update_mask=_Mask())
+    return _upsert(name, {}, increments, {}, server_time)
+
+
+def _upsert(name: str, fields: Mapping[str, Any], increments: Mapping[str, int], minimums: Mapping[str, int],
+            server_time: tuple[str, ...] = ()) -> Any:
+    """Create or update `name` setting only `fields`, adding `increments`, lowering `minimums` (no precondition)."""
+    pb = _Write(update=_Document(name=name), update_mask=_Mask(field_paths=list(fields)))
+    for key, value in fields.items():
+        _set(pb.update.fields[key], value)
     for field, delta in increments.items():
         pb.update_transforms.append(_Transform(field_path=field, increment=_Value(integer_value=delta)))
+    for field, low in minimums.items():
+        pb.update_transforms.append(_Transform(field_path=field, minimum=_Value(integer_value=low)))
     for field in server_time:
         pb.update_transforms.append(_Transform(field_path=field, set_to_server_value=_REQUEST_TIME))
     return pb
@@ -287,6 +299,8 @@ def to_proto(root: str, planned: Write) -> Any:
         return _create(name, planned.fields, planned.server_time)
     if isinstance(planned, ReplaceIfUnchanged):
         return _replace_if_unchanged(name, planned.fields, planned.update_time, planned.server_time)
+    if isinstance(planned, Upsert):
+        return _upsert(name, planned.fields, planned.increments, planned.minimums)
     return _increment(name, planned.increments, planned.server_time)
 
 

@@ -1,10 +1,12 @@
 """The traffic log: one JSON line per delivery sent (with every answer), a run header, and operator actions.
 
 The traffic generator and the drills write it; the audit's ledger model, `paynow reconcile` and the fake PayNow
-API read it. It records what was sent and answered, never what the ledger should become.
+API read it. It records what was sent and answered, never what the ledger should become, and each delivery without
+its personal fields (schemas/personal.py: what the model and the fake need is all kept).
 """
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.admin.catalog import KNOWN_PRODUCTS, points
+from schemas import personal
 
 
 class Recorder:
@@ -23,10 +26,17 @@ class Recorder:
         self._file = path.open("a", buffering=1)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.write(line(record))
 
     def close(self) -> None:
         self._file.close()
+
+
+def line(record: dict[str, Any]) -> str:
+    """One JSON line of a traffic log; a delivery in it loses its personal fields (the caller's copy is kept)."""
+    if isinstance(record.get("delivery"), dict):
+        record = {**record, "delivery": personal.strip(copy.deepcopy(record["delivery"]))}
+    return json.dumps(record, separators=(",", ":")) + "\n"
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:

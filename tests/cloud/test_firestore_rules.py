@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,10 +16,37 @@ import httpx
 import pytest
 from google.cloud import firestore
 
+from pipeline.commit_plan import Pending, commit_writes
+from pipeline.ledger import Product, decide
+from pipeline.model import Event
+from schemas.attributes import REPLAYED_AT
+from tests.pipeline import factories as f
+
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "firestore.rules"
 ALLOW_ALL = "rules_version = '2';\nservice cloud.firestore {\n match /databases/{db}/documents {\n" \
             "  match /{document=**} { allow read, write: if true; }\n }\n}\n"
-PIPELINE_ONLY = ["webhookEvents/evt-1", "products/459935272365195264", "paynowCustomers/cus-1"]
+
+
+def pipeline_writes() -> list[str]:
+    """Every document path the pipeline's commit plan writes, for one event of each kind (purchase, subscription
+    cycle, refund, an operator's replay) of user `alice`: derived from the code, so a new collection shows up here."""
+    products = {pid: Product(points) for pid, points in f.POINTS.items()}
+    deliveries = [f.order("e1", "o1", [(f.P20, 1)], uid="alice"), f.cycle("e2", "sub1", f.BASIC_MONTHLY, 1,
+                                                                          uid="alice"), f.refund("e3", "o2")]
+    events = [Event(f.message(d), f.envelope(d), "alice") for d in deliveries]
+    replayed = events[0].message
+    events.append(Event(dataclasses.replace(replayed, attributes={**replayed.attributes, REPLAYED_AT: "1"}),
+                        f.envelope(deliveries[0]), "alice"))
+    pending = [Pending(i, e, decide(e.envelope, products, e.uid, None)) for i, e in enumerate(events)]
+    writes = commit_writes(pending, worker_region="r", now=dt.datetime.now(dt.UTC), event_ttl_days=1)
+    return sorted({w.path for w in writes})
+
+
+WRITTEN = pipeline_writes()
+OWN = [p for p in WRITTEN if p.startswith("users/alice/")]
+"""What a signed-in user may read (their own wallet and ledger), and nobody may write."""
+PIPELINE_ONLY = [p for p in WRITTEN if not p.startswith("users/")] + [
+    "products/459935272365195264", "paynowCustomers/cus-1"]  # written by `paynow seed`, read by the pipeline
 
 
 def _b64(doc: dict[str, Any]) -> str:
@@ -79,7 +109,7 @@ def seeded_project(host: str, rules: str) -> str:
     for uid in ("alice", "bob"):
         admin.document(f"users/{uid}/wallet/points").set({"paidBalance": 50, "promoBalance": 0})
         admin.document(f"users/{uid}/ledger/purchase:o-{uid}:0").set({"amount": 50, "kind": "purchase"})
-    for path in PIPELINE_ONLY:
+    for path in PIPELINE_ONLY + OWN:
         admin.document(path).set({"points": 20, "uid": "alice"})
     admin.close()
     return project
@@ -111,8 +141,30 @@ def test_signed_out_client_reads_nothing(rules_project: tuple[str, str]) -> None
         assert anonymous.get(path) == 403, path
 
 
+def test_the_derived_paths_cover_every_kind_of_write() -> None:
+    """Control: the derivation sees the writes the ledger is made of (more may come; none may go unseen)."""
+    assert {p.split("/")[0] for p in PIPELINE_ONLY} >= {"webhookEvents", "orders", "ledgerKeys", "products",
+                                                        "paynowCustomers"}
+    assert {p.split("/")[2] for p in OWN} == {"ledger", "wallet"}
+
+
+@pytest.mark.parametrize("collection", sorted({p.split("/")[0] for p in PIPELINE_ONLY}))
+def test_every_pipeline_collection_has_its_own_deny_rule(collection: str) -> None:
+    """Not only the catch-all: each collection is named in the rules, so adding one means deciding its access."""
+    deny = r"/\{\w+\} \{\s*allow read, write: if false;\s*\}"
+    rule = re.search("match /" + re.escape(collection) + deny, RULES.read_text())
+    assert rule, f"deploy/firestore.rules has no `match /{collection}/{{id}}` denying clients"
+
+
+def test_a_user_reads_each_own_document_the_pipeline_writes(rules_project: tuple[str, str]) -> None:
+    alice = Client(*rules_project, "alice")
+    for path in OWN:
+        assert alice.get(path) == 200, path
+    assert all(Client(*rules_project, "bob").get(path) == 403 for path in OWN)
+
+
 @pytest.mark.parametrize("path", ["users/alice/wallet/points", "users/alice/ledger/purchase:o-alice:0",
-                                  *PIPELINE_ONLY])
+                                  *OWN, *PIPELINE_ONLY])
 def test_no_client_write_even_to_own_documents(rules_project: tuple[str, str], path: str) -> None:
     alice = Client(*rules_project, "alice")
     assert alice.write(path) == 403
@@ -121,7 +173,7 @@ def test_no_client_write_even_to_own_documents(rules_project: tuple[str, str], p
 
 def test_no_client_creates_ledger_entries_or_events(rules_project: tuple[str, str]) -> None:
     alice = Client(*rules_project, "alice")
-    for collection in ("users/alice/ledger", "users/alice/wallet", "webhookEvents", "products", "paynowCustomers"):
+    for collection in ("users/alice/ledger", "users/alice/wallet", *{p.split("/")[0] for p in PIPELINE_ONLY}):
         assert alice.create(collection) == 403, collection
 
 

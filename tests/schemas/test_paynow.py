@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from schemas import (
     EVENT_TYPES,
     PayloadError,
+    customer_ordering_key,
     decode_envelope,
     encode_envelope,
     envelope_attributes,
@@ -20,6 +21,7 @@ from schemas import (
 )
 from schemas import deliveries as d
 from schemas import ordering_key as key_of
+from schemas.paynow import bounded_key
 
 TS = 1_764_158_400_000
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "paynow" / "webhook-definitions.json"
@@ -70,7 +72,7 @@ def test_unknown_future_type_is_accepted_with_best_effort_ids() -> None:
         "order_id": "2001", "customer": {"id": "3001"}, "anything": [1, {"x": None}]}})
     assert envelope["data"]["orderId"] == "2001"
     assert envelope["data"]["customer"] == {"id": "3001", "uid": None, "email": None}
-    assert key_of(envelope) == "customer:3001"
+    assert key_of(envelope) == customer_ordering_key("3001")
 
 
 def test_order_carries_lines_subscription_lines_amounts_and_the_checkout_uid() -> None:
@@ -99,16 +101,24 @@ def test_refund_chargeback_and_cycle_carry_what_the_ledger_reads() -> None:
                                      "status": "active", "totalCents": 999}
 
 
-def test_raw_payload_is_kept_byte_for_byte() -> None:
-    body = json.dumps(order(), indent=3).encode()
-    assert envelope_from_payload(body, timestamp_ms=TS, region="r")["data"]["rawPayload"] == body
+def test_raw_payload_is_the_delivery_without_its_personal_fields() -> None:
+    delivery = order()
+    delivery["body"].update(billing_email="ada@example.org", customer_ip="192.0.2.44")
+    raw = envelope_from_payload(json.dumps(delivery, indent=3).encode(), timestamp_ms=TS, region="r")["data"]
+    stripped = copy.deepcopy(delivery)
+    del stripped["body"]["billing_email"], stripped["body"]["customer_ip"], stripped["body"]["billing_name"]
+    del stripped["body"]["billing_address_country"]
+    stripped["body"]["customer"] = {"id": delivery["body"]["customer"]["id"]}
+    assert json.loads(raw["rawPayload"]) == stripped
 
 
-def test_ordering_key_prefers_uid_then_customer_then_order_then_event() -> None:
-    assert key_of(mapped(order())) == "uid:u-7"
-    assert key_of(mapped(order(checkout=d.checkout(None)))) == "customer:3001"
-    assert key_of(mapped(d.refund("1", "4001", "2001", "completed"))) == "order:2001"
-    assert key_of(mapped({"event_type": "ON_CONNECTED_USER_REGISTERED", "event_id": "9", "body": {}})) == "event:9"
+def test_ordering_key_follows_the_customer_then_the_order_then_the_event() -> None:
+    """With or without a uid, an order is keyed by its PayNow customer; a customerless refund by its order, an event
+    with neither by its id (tests/schemas/test_ordering_keys.py: the set of keys is bounded)."""
+    assert key_of(mapped(order())) == key_of(mapped(order(checkout=d.checkout(None)))) == customer_ordering_key("3001")
+    assert key_of(mapped(d.refund("1", "4001", "2001", "completed"))) == bounded_key("order:2001")
+    ignored = {"event_type": "ON_CONNECTED_USER_REGISTERED", "event_id": "9", "body": {}}
+    assert key_of(mapped(ignored)) == bounded_key("event:9")
 
 
 @pytest.mark.parametrize("uid", ["has/slash", "", "x" * 129, "..", "ünïcode", 42, None])
@@ -182,6 +192,16 @@ def test_unmappable_delivery_names_the_exact_field(delivery: dict[str, Any], fie
 def test_hostile_bytes_are_refused_precisely(raw: bytes, problem: str) -> None:
     error = refused(raw)
     assert error.field == "body" and problem in error.problem
+
+
+@pytest.mark.parametrize("depth", [300, 900])
+def test_a_field_nested_past_the_stored_depth_is_refused_not_a_recursion(depth: int) -> None:
+    """Parsed fine, but deeper than the minimised copy can be stored: a 400 naming the body (the HTTP fuzz found the
+    fallback encoder recursing on a 2,000-deep `store_id`)."""
+    delivery = order()
+    delivery["body"]["store_id"] = json.loads("[" * depth + "]" * depth)
+    error = refused(d.encode(delivery))
+    assert (error.field, error.problem) == ("body", "nested deeper than 255 levels")
 
 
 def test_huge_exponent_is_a_type_error_not_a_crash() -> None:
