@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("demo", help="single-region walkthrough: a handful of webhooks end to end, then tables")
 
+    from ops.admin.credit import add_arguments as credit_arguments
+
+    cr = commands.add_parser("credit", help="credit or debit a user by hand, through the ledger's commit plan",
+                             description="Write a manual credit (or debit) the way the pipeline writes an event: "
+                                         "ledger entry, its ledgerKeys claim, the wallet, and with --order the order "
+                                         "aggregate, in one commit. Idempotent: the same command (or --key) credits "
+                                         "once. Exit status 1 if nothing could be written, 2 on bad input.")
+    credit_arguments(cr)
+
     from ops.admin.reconcile import add_arguments as reconcile_arguments
 
     rc = commands.add_parser("reconcile", help="find (and recover) payments PayNow recorded that the ledger never saw",
@@ -492,6 +501,21 @@ def cmd_seed(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_credit(args: argparse.Namespace, console: Console) -> int:
+    from ops.admin.credit import BadCredit, CreditError, from_args, run_command
+
+    try:
+        credit = from_args(args)
+    except BadCredit as exc:
+        raise UsageError(str(exc)) from None
+    topology, _ = _topology(args.project)
+    try:
+        console.print(run_command(credit, topology.project), highlight=False)
+    except CreditError as exc:
+        raise Failure(str(exc)) from None
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from ops.load.demo import run
 
@@ -516,7 +540,8 @@ def make_console() -> Console:
 
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "traffic": cmd_traffic, "audit": cmd_audit,
-            "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo, "reconcile": cmd_reconcile}
+            "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo, "reconcile": cmd_reconcile,
+            "credit": cmd_credit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.ledger import SUBSCRIPTION, Decision, acts_on_order, event_document, order_id, subscription_key
+from pipeline.ledger import Decision, acts_on_order, claim_key, event_document, order_id
 from pipeline.model import Event
 from schemas import dead_letters, ordering_key
 from schemas.attributes import PUSH_SOURCE, REPLAYED_AT
@@ -72,17 +72,17 @@ class Pending:
 
 
 def event_paths(event: Event, cls: str) -> set[str]:
-    """The documents whose state decides this event: its own, its order aggregate, or its subscription key."""
+    """The documents whose state decides this event: its own, its order aggregate, or its claimed key."""
     paths = {f"webhookEvents/{event.envelope['eventId']}"}
     if acts_on_order(event.envelope, cls):
         paths.add(f"orders/{order_id(event.envelope)}")
-    elif cls == SUBSCRIPTION:
-        paths.add(f"ledgerKeys/{subscription_key(event.envelope)}")
+    elif claim := claim_key(event.envelope, cls):
+        paths.add(f"ledgerKeys/{claim}")
     return paths
 
 
 def waves(work: list[Work]) -> list[list[Work]]:
-    """Events touching the same document (event id, order aggregate, subscription key) land in successive
+    """Events touching the same document (event id, order aggregate, claimed key) land in successive
     waves, in arrival order; events within a wave share no document."""
     found: list[tuple[set[str], list[Work]]] = []
     for item in work:

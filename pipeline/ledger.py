@@ -16,8 +16,13 @@ CHARGEBACK = "ON_CHARGEBACK"
 CHARGEBACK_CLOSED = "ON_CHARGEBACK_CLOSED"
 SUBSCRIPTION = "SUBSCRIPTION"
 IGNORED = "IGNORED"
+MANUAL = "MANUAL_CREDIT"
+"""A manual credit or debit (`paynow credit`); only ever built by ops/admin/credit.py, never read from the topic
+(an envelope decoded from Pub/Sub has no `data.manual`, so a delivery of this type is ignored)."""
+MANUAL_ORDER = "MANUAL_ORDER_CREDIT"
+"""The class of a manual credit of an order's purchase (it acts on the order aggregate like the order would)."""
 SUBSCRIPTION_CREDITS = frozenset({"ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED"})
-ORDER_CLASSES = frozenset({ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED})
+ORDER_CLASSES = frozenset({ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED, MANUAL_ORDER})
 """Event classes that act on the order aggregate `orders/{orderId}`."""
 SOURCE = "paynow"
 
@@ -57,11 +62,23 @@ def valid_id(value: object) -> bool:
 
 
 def event_class(envelope: Envelope) -> str:
-    """ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED, SUBSCRIPTION or IGNORED; InvalidEvent if it cannot be applied."""
+    """ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED, SUBSCRIPTION, MANUAL(_ORDER) or IGNORED; InvalidEvent if it
+    cannot be applied."""
     event_type: str = envelope["eventType"]
     data = envelope["data"]
     if not valid_id(envelope.get("eventId")):
         raise InvalidEvent(f"{event_type} without a valid event id")
+    if event_type == MANUAL and data.get("manual"):
+        points = data["manual"].get("points")
+        if isinstance(points, bool) or not isinstance(points, int) or points == 0:
+            raise InvalidEvent(f"a manual credit of {points!r} points")
+        if data.get("orderId") is None:
+            if not valid_id(data["manual"].get("key")):
+                raise InvalidEvent("a manual credit without a valid key")
+            return MANUAL
+        if not valid_id(data["orderId"]) or points < 0:
+            raise InvalidEvent("a manual credit of an order needs a valid order id and positive points")
+        return MANUAL_ORDER
     if event_type in ORDER_CLASSES:
         if not valid_id(data.get("orderId")):
             raise InvalidEvent(f"{event_type} without a valid order id")
@@ -79,7 +96,7 @@ def event_class(envelope: Envelope) -> str:
 def needs_uid(envelope: Envelope) -> bool:
     """Only credit units (orders, subscription cycles) need a user; reversals use their order's."""
     try:
-        return event_class(envelope) in (ORDER, SUBSCRIPTION)
+        return event_class(envelope) in (ORDER, SUBSCRIPTION, MANUAL, MANUAL_ORDER)
     except InvalidEvent:
         return False  # ApplyToLedger dead-letters it as drop_malformed; no lookup first
 
@@ -98,6 +115,15 @@ def order_id(envelope: Envelope) -> str | None:
 def subscription_key(envelope: Envelope) -> str:
     sub = envelope["data"]["subscription"]
     return f"subscription:{sub['id']}:{int(sub['cycle'])}"
+
+
+def claim_key(envelope: Envelope, cls: str) -> str | None:
+    """The business key of an event that claims one outside any order (a subscription cycle, a manual credit)."""
+    if cls == SUBSCRIPTION:
+        return subscription_key(envelope)
+    if cls == MANUAL:
+        return f"manual:{envelope['data']['manual']['key']}"
+    return None
 
 
 def order_key(kind: str, order: str) -> str:
@@ -177,8 +203,12 @@ def order_amount(envelope: Envelope, products: Mapping[str, Product]) -> tuple[i
 
 
 def _entry(envelope: Envelope, amount: int, kind: str, **extra: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"amount": amount, "kind": kind, "source": SOURCE, "eventId": envelope["eventId"],
-                             "eventType": envelope["eventType"], "region": envelope.get("region") or "unknown"}
+    manual = envelope["data"].get("manual")
+    entry: dict[str, Any] = {"amount": amount, "kind": kind, "source": "manual" if manual else SOURCE,
+                             "eventId": envelope["eventId"], "eventType": envelope["eventType"],
+                             "region": envelope.get("region") or "unknown"}
+    if manual:
+        entry["reason"] = manual["reason"]
     entry.update({k: v for k, v in extra.items() if v is not None})
     return entry
 
@@ -206,6 +236,11 @@ def decide(envelope: Envelope, products: Mapping[str, Product], uid: str | None,
     cls = event_class(envelope)
     if cls == IGNORED:
         return _ignored(f"{envelope['eventType']} has no ledger effect")
+    if cls == MANUAL:
+        if not valid_id(uid):
+            raise InvalidEvent("a manual credit needs a valid uid")
+        entry = _entry(envelope, envelope["data"]["manual"]["points"], "manual")
+        return Decision("applied", uid=uid, entries={str(claim_key(envelope, cls)): entry})
     if cls == SUBSCRIPTION:
         if not valid_id(uid):
             raise InvalidEvent("a subscription cycle needs a resolved uid")
@@ -227,10 +262,13 @@ def _order_decision(cls: str, envelope: Envelope, products: Mapping[str, Product
     old = aggregate or OrderAggregate()
     new = old
     lines: list[dict[str, Any]] = []
-    if cls == ORDER and not old.purchased:
+    if cls in (ORDER, MANUAL_ORDER) and not old.purchased:
         if not valid_id(uid):
             raise InvalidEvent("an order needs a resolved uid")
-        amount, lines = order_amount(envelope, products)  # priced once, here; never again
+        if cls == ORDER:
+            amount, lines = order_amount(envelope, products)  # priced once, here; never again
+        else:  # credited by hand at the operator's amount, which later reversals use
+            amount = int(envelope["data"]["manual"]["points"])
         new = replace(new, purchased=True, uid=uid, amount=amount)
     elif cls == REFUND:
         new = replace(new, reversal_cause=True, refunded=True)

@@ -25,16 +25,15 @@ from pipeline.firestore_transport import (
     backoff,
 )
 from pipeline.ledger import (
-    SUBSCRIPTION,
     Decision,
     InvalidEvent,
     OrderAggregate,
     UnmappedProduct,
     acts_on_order,
+    claim_key,
     decide,
     event_class,
     order_id,
-    subscription_key,
     valid_id,
 )
 from pipeline.model import Event, reject
@@ -192,7 +191,8 @@ class LedgerWriter:
         cls = event_class(env)
         event_path = f"webhookEvents/{env['eventId']}"
         order_path = f"orders/{order_id(env)}" if acts_on_order(env, cls) else None
-        claim_path = f"ledgerKeys/{subscription_key(env)}" if cls == SUBSCRIPTION else None
+        claim = claim_key(env, cls)
+        claim_path = f"ledgerKeys/{claim}" if claim else None
         paths = [p for p in (event_path, order_path, claim_path) if p]
         refused_on = None
         for attempt in range(1, RESOLVE_ROUNDS + 1):

@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_UID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_UID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _valid_uid(uid: object) -> bool:
+    """A Firebase-style uid that can be a Firestore document id (ids like `__x__` are reserved)."""
+    return (isinstance(uid, str) and _UID.fullmatch(uid) is not None
+            and not (len(uid) >= 4 and uid.startswith("__") and uid.endswith("__")))
 _SUBSCRIPTION_TYPES = ("ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED")
 
 
@@ -39,6 +45,7 @@ class LedgerModel:
     _cycles: dict[str, tuple[str, int]] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
     _unmapped: dict[str, str] = field(default_factory=dict)
+    _manual: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __init__(self, catalog: Mapping[str, int], customers: Mapping[str, str]) -> None:
         self.catalog = dict(catalog)
@@ -47,6 +54,7 @@ class LedgerModel:
         self._cycles = {}
         self._seen = set()
         self._unmapped = {}
+        self._manual = {}
 
     def set_points(self, product_id: str, points: int) -> None:
         """A catalog change from now on (orders already credited keep their amount)."""
@@ -74,11 +82,21 @@ class LedgerModel:
             self._cycle(event_id, body)
         self._seen.add(event_id)
 
+    def credit(self, key: str, uid: str, points: int, order_id: str | None = None) -> None:
+        """A manual credit (`paynow credit`): of an order, its purchase at `points` unless it was credited already
+        (a later refund or chargeback reverses `points`); else a credit or debit once per `key`."""
+        if order_id is None:
+            self._manual.setdefault(f"manual:{key}", (uid, points))
+            return
+        order = self._orders.setdefault(order_id, _Order())
+        if not order.purchased:
+            order.uid, order.amount, order.purchased = uid, points, True
+
     def _uid(self, body: Mapping[str, Any]) -> str | None:
         checkout = body.get("checkout") or {}
         uid = (checkout.get("metadata") or {}).get("uid")
-        if isinstance(uid, str) and _UID.match(uid):
-            return uid
+        if _valid_uid(uid):
+            return str(uid)
         return self.customers.get(str((body.get("customer") or {}).get("id")))
 
     def _order_completed(self, event_id: str, body: Mapping[str, Any]) -> None:
@@ -113,7 +131,7 @@ class LedgerModel:
     def keys(self) -> dict[str, tuple[str, int]]:
         """The ledger keys the deliveries imply, with user and amount (zero amounts are not written); a pair of
         `reinstatement:`/`reinstatement-void:` keys that nets to zero may exist beside them (see below)."""
-        keys = dict(self._cycles)
+        keys = dict(self._cycles) | self._manual
         for order_id, order in self._orders.items():
             if not order.purchased:
                 continue
