@@ -14,6 +14,10 @@ resource "google_pubsub_topic" "events" {
   depends_on = [google_project_service.apis]
 }
 
+# The DLQ topic is a stream of dead letters (for inspection and any later consumer), not their record: the
+# pipeline first records each one in Firestore deadLetters/{eventId} (dead_letters.tf), kept until its event is
+# committed, and `paynow dlq` lists and replays from that record. So a week of retention here is enough; a
+# message that expires or is acked loses nothing (the record keeps the envelope bytes).
 resource "google_pubsub_topic" "dlq" {
   name                       = local.dlq_topic_id
   message_retention_duration = local.week

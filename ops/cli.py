@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "database-wide (ledgerKeys claims and entries one to one); order aggregates "
                                          "consistent with their entries; every entry younger than the webhookEvents "
                                          "TTL has its event. With traffic logs: every 2xx-answered webhook has its "
-                                         "webhookEvents doc or a DLQ record (read from the DLQ subscription without "
-                                         "consuming it), and wallets, keys and DLQ verdicts equal the independent "
+                                         "webhookEvents doc or an unresolved dead letter (deadLetters), and "
+                                         "wallets, keys and DLQ verdicts equal the independent "
                                          "model's (ops/load/ledger_model.py fed the accepted deliveries). Exit "
                                          "status 1 on drift. Works on any Firestore: the emulator when "
                                          "FIRESTORE_EMULATOR_HOST is set, else the real one.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -29,6 +29,8 @@ PUBLISH_ATTEMPTS = 5
 RECORDS_PER_COMMIT = 100
 RECORD_BYTES_PER_COMMIT = 8_000_000  # Firestore refuses a request over 10 MiB
 SCAN_SECONDS = 60.0
+SWEEP_EVERY = 5  # scans
+SWEEP_LIMIT = 300
 
 Unpublished = Callable[[list[Message]], None]
 """What a read that acknowledges by itself later does with messages whose dead letter was not published (the
@@ -121,13 +123,41 @@ def scan_unresolved(client: firestore.Client, now_ms: int) -> dict[str, tuple[in
     return stats
 
 
+def resolutions(letters: Mapping[str, str], committed: Mapping[str, str], worker_region: str,
+                now_ms: int) -> list[Upsert]:
+    """Letter id -> eventId of unresolved letters, and eventId -> status of the committed ones (`webhookEvents`)
+    -> the writes marking those letters resolved (`by: sweep`: PayNow re-sent the event after the fix, reconcile
+    recovered it, or a replay was found a duplicate)."""
+    return [Upsert(f"{dl.COLLECTION}/{letter}", {
+        dl.STATE: dl.RESOLVED, dl.RESOLVED_AT: now_ms,
+        dl.RESOLVED_BY: dl.resolved_by(event_id=event_id, status=committed[event_id], by="sweep",
+                                       region=worker_region)})
+            for letter, event_id in letters.items() if event_id in committed]
+
+
+def sweep_unresolved(client: firestore.Client, transport: FirestoreTransport, worker_region: str,
+                     now_ms: int) -> int:
+    """Resolve the oldest SWEEP_LIMIT unresolved letters whose event is committed; how many were resolved."""
+    query = (client.collection(dl.COLLECTION).where(filter=FieldFilter(dl.STATE, "in", list(dl.UNRESOLVED)))
+             .order_by(dl.FIRST_FAILED_AT).limit(SWEEP_LIMIT))
+    # only letters named by their eventId: the id is then a valid path segment
+    letters = {s.id: s.id for s in query.stream(timeout=RPC_TIMEOUT) if (s.to_dict() or {}).get(dl.EVENT_ID) == s.id}
+    snaps = transport.get_all([f"webhookEvents/{e}" for e in letters.values()])
+    committed = {s.id: str((s.to_dict() or {}).get("status", "")) for s in snaps.values() if s.exists}
+    writes = resolutions(letters, committed, worker_region, now_ms)
+    for start in range(0, len(writes), RECORDS_PER_COMMIT):
+        transport.commit(writes[start:start + RECORDS_PER_COMMIT])
+    return len(writes)
+
+
 _scanner_lock = threading.Lock()
 _scanner: threading.Thread | None = None
 
 
 def start_scanner(config: FirestoreConfig, interval: float = SCAN_SECONDS) -> None:
     """Once per worker process: every `interval`, export the unresolved dead letters (count and oldest age by
-    verdict) as Prometheus series and one log line per verdict (the log-based metric of deploy/monitoring.tf)."""
+    verdict) as Prometheus series and one log line per verdict (the log-based metric of deploy/monitoring.tf);
+    every SWEEP_EVERY scans first resolve those whose event is committed."""
     global _scanner
     with _scanner_lock:
         if _scanner is not None:
@@ -136,8 +166,16 @@ def start_scanner(config: FirestoreConfig, interval: float = SCAN_SECONDS) -> No
 
         def loop() -> None:
             client = config.client()
+            transport = FirestoreTransport(client, config)
+            scans = 0
             while True:
                 try:
+                    if scans % SWEEP_EVERY == 0:
+                        resolved = sweep_unresolved(client, transport, config.region, int(time.time() * 1000))
+                        if resolved:
+                            log(logging.INFO, "dead letters resolved by the sweep", count=resolved,
+                                region=config.region)
+                    scans += 1
                     stats = scan_unresolved(client, int(time.time() * 1000))
                 except Exception as exc:  # a failed scan is retried at the next interval; the alert goes stale
                     log(logging.WARNING, "dead-letter scan failed", error=repr(exc)[:300])

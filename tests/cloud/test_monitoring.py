@@ -43,13 +43,18 @@ def dashboard() -> dict[str, Any]:
 
 RULES = DEPLOY / "prometheus" / "rules.yml"
 POLICY = {"region_outage": "PaynowRegionOutage", "eu_ack_latency": "PaynowEuAckLatencySkew",
-          "dlq_burst": "PaynowDlqBurst", "schema_drops": "PaynowSchemaDrops"}
+          "dlq_burst": "PaynowDlqBurst", "schema_drops": "PaynowSchemaDrops",
+          # the dead-letter alerts (deploy/dead_letters.tf)
+          "dead_letter_unresolved": "PaynowDeadLetterUnresolved",
+          "dead_letter_needs_engineer": "PaynowDeadLetterNeedsEngineer"}
+SEVERITY = {"dead_letter_unresolved": "ticket", "dead_letter_needs_engineer": "page"}
 # The claim "same PromQL": each local series (with any matcher it drops) and its Cloud Monitoring twin.
 RENAME = [
     ('paynow_webhook_ack_seconds_bucket{outcome=~"accepted|duplicate",',  # the log metric keeps ACK lines only
      promql_name("paynow/webhook_ack_latency") + "_bucket{"),
     ("paynow_webhook_responses_total", promql_name("paynow/webhook_responses")),
     ("paynow_dlq_total", promql_name("paynow/dead_letters")),
+    ("paynow_unresolved_dead_letter_age_seconds", promql_name("paynow/unresolved_dead_letter_age")),
     ("paynow_pipeline_events_total[",
      'pubsub_googleapis_com:subscription_ack_message_count{subscription_id="paynow-events-pipeline"}['),
 ]
@@ -95,6 +100,8 @@ def test_alert_policy_is_the_rules_file_expression(policy: str) -> None:
     assert body["evaluation_interval"] == "60s"
     assert POLICY[policy] in load().resource("google_monitoring_alert_policy", policy)["conditions"][0][
         "display_name"]
+    if policy in SEVERITY:  # the same severity label as the rules file's
+        assert body["labels"] == {"severity": SEVERITY[policy]} == rule["labels"]
 
 
 def test_only_the_outage_readiness_operand_is_local_only() -> None:
@@ -144,7 +151,8 @@ def test_schema_drop_verdicts_are_the_decoders_own() -> None:
 def test_log_based_metrics_label_by_region() -> None:
     metrics = load().of_type("google_logging_metric")
     assert set(metrics) == {"webhook_ack_latency", "webhook_responses", "worker_processing_latency",
-                            "dead_letters", "region_failover_events", "reconcile_recovered_events"}
+                            "dead_letters", "region_failover_events", "reconcile_recovered_events",
+                            "unresolved_dead_letter_age"}
     for name, metric in metrics.items():
         assert "region" in metric["label_extractors"], name
         assert {"key": "region"} in block(metric, "metric_descriptor")["labels"], name
@@ -191,4 +199,6 @@ def test_pipeline_writes_the_lines_the_metrics_read() -> None:
     code = "\n".join(p.read_text() for p in (ROOT / "pipeline").glob("*.py"))
     assert re.search(r'log\(logging\.\w+, "event committed"', code)
     assert re.search(r'log\(logging\.\w+, "dead-lettered", [^)]*verdict=', code)
+    assert re.search(r'log\(logging\.\w+, "unresolved dead letters", verdict=verdict, count=count,\s+'
+                     r'oldestAgeSeconds=', code)
     assert 'getLogger("pipeline")' in code  # the logger scripts/flex-template.sh raises to DEBUG

@@ -43,6 +43,8 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     (["dlq", "list", "--verdict", "nope"], "invalid choice: 'nope'"),
     (["dlq", "list", "--limit", "0"], "--limit: must be positive"),
     (["dlq", "show"], "EVENT_ID"),
+    (["dlq", "list", "--state", "lost"], "invalid choice: 'lost'"),
+    (["dlq", "list", "--older-than", "8 days"], "expected a duration like 30m, 6h or 2d, got '8 days'"),
     (["audit", "--traffic-log", "/nonexistent.jsonl"], "no such file: /nonexistent.jsonl"),
     (["seed", "--map", "cus_1"], "expected CUSTOMER_ID=UID, got 'cus_1'"),
     (["seed", "--map", "=u1"], "expected CUSTOMER_ID=UID"),
@@ -62,7 +64,9 @@ def test_commands_that_need_a_stack_say_so(capsys: pytest.CaptureFixture[str]) -
 
 def test_replay_without_a_filter_is_refused(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:
     message = _error(capsys, ["dlq", "replay", "--project", topology.project])
-    assert "give a filter (--verdict, --region, --event-id) or --all" in message
+    assert "give a filter (--verdict, --state, --older-than, --region, --event-id) or --all" in message
+    message = _error(capsys, ["dlq", "replay", "--project", topology.project, "--state", "resolved"])
+    assert "a resolved dead letter is already in the ledger" in message
 
 
 def test_seed_writes_the_catalog_and_mappings(capsys: pytest.CaptureFixture[str], topology: Topology,
@@ -82,9 +86,11 @@ def test_seed_writes_the_catalog_and_mappings(capsys: pytest.CaptureFixture[str]
 
 def test_dlq_list_and_show_on_an_empty_dlq(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:
     assert cli.main(["dlq", "list", "--project", topology.project]) == 0
-    assert f"DLQ {topology.dlq_subscription} is empty" in capsys.readouterr().out
+    assert f"dead letters of {topology.project}: none" in capsys.readouterr().out
+    assert cli.main(["dlq", "list", "--project", topology.project, "--state", "open"]) == 0
+    assert f"dead letters of {topology.project}: none matches" in capsys.readouterr().out
     assert cli.main(["dlq", "show", "--project", topology.project, "evt_x"]) == 1
-    assert "no DLQ message with eventId or message id 'evt_x'" in capsys.readouterr().out
+    assert f"no dead letter with eventId or id 'evt_x' in project {topology.project}" in capsys.readouterr().out
 
 
 def test_audit_of_an_empty_project_passes(capsys: pytest.CaptureFixture[str], topology: Topology) -> None:

@@ -107,6 +107,13 @@ def test_every_event_type_lands_exactly_once_and_rejects_reach_the_dlq(
     assert ledger(firestore_db, "u2") == {"purchase:o4": 50} and wallet(firestore_db, "u2") == 50
     assert ledger(firestore_db, "u3") == {"purchase:o5": 50}
     check_invariants(read_state(firestore_db))
+    # every dead letter is recorded; the replay's own commit resolved its record
+    letters = [d.to_dict() or {} for d in firestore_db.collection("deadLetters").stream()]
+    assert sorted((x["verdict"], x["state"], x["eventId"] or "") for x in letters) == [
+        ("drop_incompatible", "open", ""), ("drop_malformed", "open", ""),
+        ("unmapped_customer", "resolved", "e-nobody"), ("unmapped_product", "open", "e-404")]
+    resolved = firestore_db.document("deadLetters/e-nobody").get().to_dict() or {}
+    assert (resolved["resolvedBy"]["by"], resolved["resolvedBy"]["status"]) == ("replay", "applied")
     doc = firestore_db.document("webhookEvents/e-u2").get().to_dict()
     assert doc["region"] == "europe-west1" and doc["workerRegion"] == "us-central1" and doc["uid"] == "u2"
     assert doc["orderingKey"] == customer_ordering_key("c-mapped") and doc["processedAt"] > doc["publishedAt"]

@@ -16,7 +16,7 @@ UNIT_TESTS = HERE / "rules_test.yml"
 DESIGN_METRICS = {"webhook_ack_p95_by_region", "worker_processing_p95_by_region", "dlq_depth_by_region",
                   "schema_compatibility_rate", "region_failover_events"}
 DESIGN_ALERTS = {"PaynowRegionOutage": "5m", "PaynowEuAckLatencySkew": "15m", "PaynowDlqBurst": None,
-                 "PaynowSchemaDrops": "10m"}
+                 "PaynowSchemaDrops": "10m", "PaynowDeadLetterUnresolved": None, "PaynowDeadLetterNeedsEngineer": None}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,7 +34,7 @@ def rules() -> list[dict[str, Any]]:
 def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", str(prometheus.RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_promtool_test_rules() -> None:

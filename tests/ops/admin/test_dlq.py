@@ -2,7 +2,6 @@
 personal data, replay from the record's bytes and its state changes."""
 from __future__ import annotations
 
-import functools
 import time
 
 import pytest
@@ -10,28 +9,16 @@ from google.cloud import firestore
 
 from ops.admin import dlq
 from ops.local.topology import Topology
-from pipeline.dead_letters import record_dead_letters
-from pipeline.firestore_transport import FirestoreConfig, FirestoreTransport
 from pipeline.model import Rejected
 from schemas import customer_ordering_key
 from schemas import dead_letters as dl
+from tests.ops.admin.letters import record as _record
+from tests.ops.admin.letters import unmapped as _unmapped
 from tests.ops.admin.pulling import pull_and_ack
 from tests.pipeline import factories as f
 
 NOW = 1_800_000_000_000
 DAY = 86_400_000
-
-
-def _record(db: firestore.Client, rejected: list[Rejected], failed_at_ms: int) -> None:
-    commit = FirestoreTransport(db, FirestoreConfig(db.project, region="us-central1")).commit
-    assert record_dead_letters(commit, rejected, "us-central1", failed_at_ms) == []
-
-
-@functools.cache  # the same message each time (its envelope carries the time it was built)
-def _unmapped(event_id: str, customer: str = "cus_1", region: str = "europe-west1") -> Rejected:
-    delivery = f.order(event_id, f"o_{event_id}", [(f.P50, 1)], customer=customer, uid=None)
-    return Rejected(f.message(delivery, region=region), "unmapped_customer", f"no uid for {customer}",
-                    "ResolveAccount", region, event_id)
 
 
 @pytest.fixture

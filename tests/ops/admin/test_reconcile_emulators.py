@@ -15,6 +15,7 @@ from ops.local.emulators import LOOPBACK, free_port
 from ops.local.fake_paynow import FakePayNow, create_app, order_from_body
 from ops.local.topology import Topology
 from schemas import decode_envelope, deliveries, ordering_key
+from tests.ops.admin.letters import record, unmapped
 from tests.ops.admin.pulling import pull_and_ack
 
 NOW = int(time.time() * 1000)
@@ -55,8 +56,8 @@ def test_reconcile_command_on_emulators(paynow: tuple[FakePayNow, str], topology
     firestore_db.collection("webhookEvents").document("evt_1").set({"status": "applied", "region": "us-central1"})
     fake.add_delivery(order(2), state="failed", created_ms=old + 1, attempts=[(old + i, 503) for i in range(6)])
     fake.add_delivery(order(3), created_ms=old + 2, attempts=[(old + 2, 202)])  # answered 2xx, dead-lettered
-    publisher = pubsub_v1.PublisherClient()
-    publisher.publish(topology.dlq_topic, b"record", eventId="evt_3", verdict="unmapped_customer").result(timeout=30)
+    record(firestore_db, [unmapped("evt_3")], old)
+    record(firestore_db, [unmapped("evt_old")], old - 9 * 86_400_000)  # dead-lettered long before the window
     refund = deliveries.refund("evt_r2", "ref_2", "ord_2", "completed")
     fake.add_delivery(refund, state="failed", created_ms=old + 3, attempts=[(old + 3, None)] * 6)
     fake.add_order(order_from_body(order(9)["body"], fake.store_id, old))  # completed, no webhook at all
@@ -71,8 +72,9 @@ def test_reconcile_command_on_emulators(paynow: tuple[FakePayNow, str], topology
     assert cli.main(argv) == 1  # an order without any delivery is left for a human
     out = capsys.readouterr().out
     print(out)  # the reconcile table, in the test log
-    for text in ("seen by both", "missing from the ledger", "in the DLQ", "completed orders with no delivery",
-                 "recovered now", "503", "unmapped_customer", "ord_9"):
+    for text in ("seen by both", "missing from the ledger", "not in the ledger: open dead letter",
+                 "not in the ledger: open dead letter before the window", "evt_old",
+                 "completed orders with no delivery", "recovered now", "503", "unmapped_customer", "ord_9"):
         assert text in out, text
     messages = pull(topology, expect=2)
     assert sorted(m.message.attributes["eventId"] for m in messages) == ["evt_2", "evt_r2"]
@@ -81,7 +83,7 @@ def test_reconcile_command_on_emulators(paynow: tuple[FakePayNow, str], topology
         envelope = decode_envelope(bytes(m.message.data))
         assert envelope["eventId"] == m.message.attributes["eventId"]
         assert m.message.ordering_key == ordering_key(envelope)  # the customer's key, or a customerless refund's
-    assert {x.event_id for x in dlq.inspect(topology.dlq_subscription)} == {"evt_3"}  # peeked, not consumed
+    assert dlq.unresolved(firestore_db) == {"evt_3": "unmapped_customer", "evt_old": "unmapped_customer"}
 
     # the pipeline commits them (webhookEvents carries the source attribute); a second run changes nothing
     for event_id in ("evt_2", "evt_r2"):
