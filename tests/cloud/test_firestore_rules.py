@@ -151,8 +151,8 @@ def test_the_derived_paths_cover_every_kind_of_write() -> None:
 @pytest.mark.parametrize("collection", sorted({p.split("/")[0] for p in PIPELINE_ONLY}))
 def test_every_pipeline_collection_has_its_own_deny_rule(collection: str) -> None:
     """Not only the catch-all: each collection is named in the rules, so adding one means deciding its access."""
-    rule = re.search(r"match /%s/\{\w+\} \{\s*allow read, write: if false;\s*\}" % re.escape(collection),
-                     RULES.read_text())
+    deny = r"/\{\w+\} \{\s*allow read, write: if false;\s*\}"
+    rule = re.search("match /" + re.escape(collection) + deny, RULES.read_text())
     assert rule, f"deploy/firestore.rules has no `match /{collection}/{{id}}` denying clients"
 
 
