@@ -3,7 +3,6 @@ dead letters in Firestore and on the DLQ, a traffic log; after the erasure a sca
 the log finds neither of the person's ids, the audit sees no drift, and a re-sent order credits nobody."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +20,11 @@ from pipeline.model import Event
 from pipeline.sink import LedgerWriter
 from schemas import encode_dlq_record, encode_envelope, envelope_attributes
 from tests.ops.admin.pulling import pull_and_ack
+from tests.ops.admin.scanning import scan_firestore
 from tests.pipeline import factories as f
 
 GONE_UID, GONE_CUSTOMER = "uid-erase-me", "cus-erase-me"
 STAY_UID, STAY_CUSTOMER = "uid-keep-me", "cus-keep-me"
-
-
-def scan_firestore(db: firestore.Client) -> str:
-    """Every document of every collection and subcollection, ids and fields (bytes as latin-1), as one text."""
-    out: list[str] = []
-
-    def walk(collections: Any) -> None:
-        for collection in collections:
-            for ref in collection.list_documents():
-                fields = {k: v.decode("latin-1") if isinstance(v, bytes) else v
-                          for k, v in (ref.get().to_dict() or {}).items()}
-                out.append(f"{ref.path} {json.dumps(fields, default=str)}")
-                walk(ref.collections())
-
-    walk(db.collections())
-    return "\n".join(out)
 
 
 def scan_dlq(topology: Topology) -> str:
