@@ -143,17 +143,19 @@ locals {
 }
 
 resource "google_project_iam_member" "operators_dataflow" {
-  for_each = toset(var.operators)
-  project  = var.project_id
-  role     = "roles/dataflow.developer"
-  member   = each.value
+  for_each   = toset(var.operators)
+  project    = var.project_id
+  role       = "roles/dataflow.developer"
+  member     = each.value
+  depends_on = [google_project_service.apis] # project IAM goes through the Resource Manager API
 }
 
 resource "google_project_iam_member" "operators_cloudbuild" {
-  for_each = toset(var.operators)
-  project  = var.project_id
-  role     = "roles/cloudbuild.builds.editor"
-  member   = each.value
+  for_each   = toset(var.operators)
+  project    = var.project_id
+  role       = "roles/cloudbuild.builds.editor"
+  member     = each.value
+  depends_on = [google_project_service.apis] # project IAM goes through the Resource Manager API
 }
 
 resource "google_service_account_iam_member" "operators_act_as_pipeline" {

@@ -122,6 +122,7 @@ resource "google_compute_managed_ssl_certificate" "ingress" {
   managed {
     domains = [var.domain]
   }
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_target_https_proxy" "ingress" {

@@ -9,10 +9,13 @@ locals {
   week                     = "604800s"
 }
 
+# Every API a resource here (or a deploy step) uses; tests/cloud/test_apply_from_zero.py maps each resource type to
+# its API and fails when one is missing. serviceusage.googleapis.com (which enables these) is on in every project.
 resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
+    "cloudscheduler.googleapis.com", # the reconcile schedule (reconcile.tf)
     "compute.googleapis.com",
     "dataflow.googleapis.com",
     "firebaserules.googleapis.com",
@@ -24,6 +27,7 @@ resource "google_project_service" "apis" {
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
+    "storage.googleapis.com", # the Dataflow and template buckets
   ])
   service            = each.value
   disable_on_destroy = false

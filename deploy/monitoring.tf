@@ -68,6 +68,7 @@ resource "google_logging_metric" "webhook_ack_latency" {
       scale              = 0.5
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 # The region-outage signal: every webhook answer, by receiving region and HTTP status (requests arriving,
@@ -90,6 +91,7 @@ resource "google_logging_metric" "webhook_responses" {
       key = "status"
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 # worker_processing_p95_by_region
@@ -116,6 +118,7 @@ resource "google_logging_metric" "worker_processing_latency" {
       scale              = 1
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 # dlq_depth_by_region (messages dead-lettered) and, by verdict, the schema compatibility numerator.
@@ -137,6 +140,7 @@ resource "google_logging_metric" "dead_letters" {
       key = "verdict"
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 # region_failover_events: a region leaving rotation (drain on SIGTERM or admin request, rollback switch).
@@ -154,6 +158,7 @@ resource "google_logging_metric" "region_failover_events" {
       key = "region"
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 # schema_compatibility_rate = 1 - schema drops / messages the pipeline consumed: a dashboard ratio of
@@ -175,6 +180,9 @@ resource "google_monitoring_alert_policy" "region_outage" {
       EOT
       duration            = "300s"
       evaluation_interval = "60s"
+      # A log-based metric has no series until its first matching line, and a new one is not visible to the
+      # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
+      disable_metric_validation = true
     }
   }
 
@@ -199,6 +207,9 @@ resource "google_monitoring_alert_policy" "eu_ack_latency" {
       EOT
       duration            = "900s"
       evaluation_interval = "60s"
+      # A log-based metric has no series until its first matching line, and a new one is not visible to the
+      # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
+      disable_metric_validation = true
     }
   }
 
@@ -222,6 +233,9 @@ resource "google_monitoring_alert_policy" "dlq_burst" {
       EOT
       duration            = "0s"
       evaluation_interval = "60s"
+      # A log-based metric has no series until its first matching line, and a new one is not visible to the
+      # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
+      disable_metric_validation = true
     }
   }
 
@@ -247,6 +261,9 @@ resource "google_monitoring_alert_policy" "schema_drops" {
       EOT
       duration            = "600s"
       evaluation_interval = "60s"
+      # A log-based metric has no series until its first matching line, and a new one is not visible to the
+      # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
+      disable_metric_validation = true
     }
   }
 

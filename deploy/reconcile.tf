@@ -192,25 +192,22 @@ resource "google_logging_metric" "reconcile_recovered_events" {
       key = "event_type"
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_monitoring_alert_policy" "reconcile_recovered" {
   display_name          = "paynow: reconciliation recovered events (the push path lost payments)"
   combiner              = "OR"
+  severity              = "ERROR"
   notification_channels = var.notification_channels
 
   conditions {
-    display_name = "reconcile_recovered_events > 0"
-    condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.reconcile_recovered_events.name}\" AND resource.type=\"cloud_run_job\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period     = "300s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
-      }
+    display_name = "PaynowReconcileRecovered: reconcile_recovered_events > 0"
+    condition_prometheus_query_language {
+      query                     = "sum(increase(logging_googleapis_com:user_paynow_reconcile_recovered_events[5m])) > 0"
+      duration                  = "0s"
+      evaluation_interval       = "60s"
+      disable_metric_validation = true # no series before the first recovery (monitoring.tf)
     }
   }
 
@@ -218,4 +215,5 @@ resource "google_monitoring_alert_policy" "reconcile_recovered" {
     content   = "The reconciler re-published events PayNow recorded but the ledger never saw: PayNow's retries ended without a 2xx (both regions down, a wrong webhook secret, a 4xx bug). The ledger is whole again; find why the push path failed. RUNBOOK.md#reconciliation."
     mime_type = "text/markdown"
   }
+  depends_on = [google_logging_metric.reconcile_recovered_events]
 }

@@ -12,7 +12,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ingress.bodylimit import MAX_BODY_BYTES
-from schemas import CURRENT_VERSION
+from schemas import CURRENT_VERSION, ORDERING_KEYS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -160,6 +160,7 @@ class Settings(BaseSettings):
     publish_timeout: Number = _env("PUBLISH_TIMEOUT", 5.0, ge=0.05, le=60)
     publish_batch_max: Integer = _env("PUBLISH_BATCH_MAX", 100, ge=1, le=1000)
     pubsub_ordering: Flag = _env("PUBSUB_ORDERING", True)
+    pubsub_ordering_keys: Integer = _env("PUBSUB_ORDERING_KEYS", ORDERING_KEYS, ge=1, le=1024)
     publish_linger_ms: Number = _env("PUBLISH_LINGER_MS", 1.0, ge=0, le=100)
     dedupe_ttl_seconds: Number = _env("DEDUPE_TTL_SECONDS", 600.0, ge=0, le=86_400)
     drain_seconds: Number = _env("DRAIN_SECONDS", 5.0, ge=0, le=300)

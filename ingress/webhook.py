@@ -42,7 +42,7 @@ async def webhook(request: Request) -> Response:
         note(scope, "duplicate", event_id=event_id)
         return JSONResponse(accepted, status_code=200)
     envelope["minCompatible"] = settings.event_schema_min_compatible
-    key = ordering_key(envelope)  # ids are validated (<= 128 chars), far below Pub/Sub's 1 KiB key limit
+    key = ordering_key(envelope, settings.pubsub_ordering_keys)  # one of a fixed set, chosen by the customer
     try:
         data = encode_envelope(envelope)
     except (ValueError, TypeError, OverflowError) as exc:  # a value Avro cannot carry (lone surrogates, ...)

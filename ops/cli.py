@@ -110,34 +110,47 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--traffic-log", type=_existing_file, action="append", default=[], metavar="FILE",
                     help="a traffic JSONL record to check against (repeatable)")
     au.add_argument("--all-traffic", action="store_true", help="check every traffic log of the running stack")
-    au.add_argument("--dlq-subscription", help="DLQ subscription (default: the stack's, or the project's default)")
     au.add_argument("--wait", type=_positive(float), metavar="SECONDS",
                     help="first wait up to SECONDS for events still in flight to be processed or dead-lettered")
     au.add_argument("--events-ttl-days", type=_positive(float), default=30.0, metavar="DAYS",
                     help="webhookEvents TTL: older entries are not expected to have their event (default %(default)s)")
 
-    dq = commands.add_parser("dlq", help="inspect and replay the dead-letter queue")
+    from ops.admin.reconcile import parse_duration
+    from schemas.dead_letters import STATES
+
+    dq = commands.add_parser("dlq", help="list, show and replay dead letters (from their durable record)",
+                             description="Every dead letter is recorded in Firestore deadLetters/{eventId} until "
+                                         "its event is committed (the DLQ topic's Pub/Sub copy expires after 7 "
+                                         "days): state open, replayed or resolved (by which commit), and its age "
+                                         "since it first failed.")
     dq_commands = dq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    for name, text in (("list", "table of DLQ messages (nothing is consumed)"),
-                       ("show", "one DLQ message in full"),
-                       ("replay", "re-publish matching messages onto the main topic, ack them after the publish")):
+    for name, text in (("list", "table of dead letters with their state and age"),
+                       ("show", "one dead letter in full (no raw payload unless --payload)"),
+                       ("replay", "re-publish matching unresolved dead letters from their record onto the main "
+                                  "topic and mark them replayed")):
         p = dq_commands.add_parser(name, help=text, description=text)
         p.add_argument("--project", help="project id (default: the running stack's)")
-        p.add_argument("--subscription", help="DLQ subscription (default: the project's)")
         if name == "show":
-            p.add_argument("event_id", metavar="EVENT_ID", help="eventId (or Pub/Sub message id) to show")
+            p.add_argument("event_id", metavar="EVENT_ID", help="eventId (or record id) to show")
+            p.add_argument("--payload", action="store_true",
+                           help="also print the raw PayNow payload and the customer's e-mail (personal data)")
             continue
         p.add_argument("--verdict", action="append", default=[], choices=VERDICTS, metavar="VERDICT",
                        help=f"only this verdict (repeatable): {', '.join(VERDICTS)}")
-        p.add_argument("--region", help="only messages whose source or worker region is this")
+        p.add_argument("--state", action="append", default=[], choices=STATES, metavar="STATE",
+                       help=f"only this state (repeatable): {', '.join(STATES)} (replay: never resolved)")
+        p.add_argument("--older-than", type=parse_duration, default=0.0, metavar="DURATION",
+                       help="only dead letters that first failed longer ago than this: 30m, 6h, 8d")
+        p.add_argument("--region", help="only dead letters whose source or worker region is this")
         p.add_argument("--event-id", action="append", default=[], help="only this eventId (repeatable)")
-        p.add_argument("--limit", type=_positive(int), help="at most this many")
+        p.add_argument("--limit", type=_positive(int), help="at most this many (oldest first)")
         if name == "list":
             p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
         else:
             p.add_argument("--topic", help="topic to replay onto (default: the project's main topic)")
             p.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
-            p.add_argument("--all", action="store_true", help="replay everything (required without a filter)")
+            p.add_argument("--all", action="store_true", help="replay every unresolved one (required without a "
+                                                              "filter)")
             p.add_argument("--traffic-log", type=_existing_file, metavar="FILE",
                            help="record the replay in this traffic log, so `paynow audit` models it")
 
@@ -361,14 +374,12 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
             raise UsageError("--all-traffic needs a running stack (or name the logs with --traffic-log)")
         logs.extend(sorted(Path(info["trafficDir"]).glob("*.jsonl")))
     records = [r for log in logs for r in traffic_log.read_log(log, compact=True)] if logs else None
-    dlq_subscription = args.dlq_subscription or Topology(project=project).dlq_subscription
     db = firestore.Client(project=project, database=args.database)
     try:
         if args.wait and records:
-            missing, waited = audit.wait_accounted(db, records, dlq_subscription, args.wait)
+            missing, waited = audit.wait_accounted(db, records, args.wait)
             console.print(f"waited {waited:.1f} s for in-flight events ({missing} still unaccounted)")
-        report = audit.run(db, traffic=records, dlq_subscription=dlq_subscription,
-                           events_ttl_days=args.events_ttl_days)
+        report = audit.run(db, traffic=records, events_ttl_days=args.events_ttl_days)
     finally:
         db.close()
     console.print(report.table(f"Ledger audit · project {project} · {len(logs)} traffic log(s)"))
@@ -377,52 +388,63 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, console: Console) -> int:
+    from google.cloud import firestore
+
     from ops.admin import dlq
+    from schemas.dead_letters import RESOLVED
 
     topology, _ = _topology(args.project)
-    subscription = args.subscription or topology.dlq_subscription
-    if args.dlq_command == "show":
-        letters = [x for x in dlq.inspect(subscription)
-                   if args.event_id in (x.event_id, x.message_id)]
-        if not letters:
-            raise Failure(f"no DLQ message with eventId or message id {args.event_id!r} in {subscription}")
-        for letter in letters:
-            dlq.print_describe(console, letter)
-        return 0
-    flt = dlq.Filter(verdicts=frozenset(args.verdict), region=args.region, event_ids=frozenset(args.event_id))
-    if args.dlq_command == "list":
-        letters = dlq.inspect(subscription, flt, limit=args.limit)
-        if args.json:
-            for x in letters:
-                print(json.dumps({"eventId": x.event_id, "verdict": x.verdict, "messageId": x.message_id,
-                                  "sourceRegion": x.source_region, "workerRegion": x.worker_region,
-                                  "failedAt": x.failed_at_ms, "reason": (x.record or {}).get("reason", x.error),
-                                  "step": x._field("step")}))
+    db = firestore.Client(project=topology.project)
+    store = dlq.FirestoreLetters(db)
+    now_ms = int(time.time() * 1000)
+    try:
+        if args.dlq_command == "show":
+            letter = dlq.find(store, args.event_id)
+            if letter is None:
+                raise Failure(f"no dead letter with eventId or id {args.event_id!r} in project {topology.project}")
+            dlq.print_describe(console, letter, payload=args.payload)
             return 0
-        if not letters:
-            console.print(f"DLQ {subscription}: no message matches" if flt != dlq.Filter() else
-                          f"DLQ {subscription} is empty")
-            return 0
-        console.print(dlq.table(letters, title=f"DLQ {subscription} · {len(letters)} message(s)"))
-        counts = dlq.summary(letters)
-        if counts:
-            console.print("by verdict: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        return 0
-    if not (args.verdict or args.region or args.event_id or args.all):
-        raise UsageError("dlq replay: give a filter (--verdict, --region, --event-id) or --all")
-    topic = args.topic or topology.topic
-    result = dlq.replay(subscription=subscription, topic=topic, flt=flt, limit=args.limit, dry_run=args.dry_run)
+        flt = dlq.Filter(verdicts=frozenset(args.verdict), states=frozenset(args.state), region=args.region,
+                         event_ids=frozenset(args.event_id), older_than_s=args.older_than)
+        if args.dlq_command == "list":
+            return _dlq_list(console, dlq.select(store, flt, now_ms=now_ms, limit=args.limit), flt, now_ms,
+                             args.json, topology.project)
+        if RESOLVED in args.state:
+            raise UsageError("dlq replay: --state resolved: a resolved dead letter is already in the ledger")
+        if not (args.verdict or args.state or args.region or args.event_id or args.older_than or args.all):
+            raise UsageError("dlq replay: give a filter (--verdict, --state, --older-than, --region, --event-id) "
+                             "or --all")
+        topic = args.topic or topology.topic
+        result = dlq.replay(store, dlq.PubSubPublish(topic), flt, now_ms=now_ms, limit=args.limit,
+                            dry_run=args.dry_run)
+    finally:
+        db.close()
     verb = "would replay" if args.dry_run else "replayed"
     if args.traffic_log and result.replayed and not args.dry_run:
         from ops.load.traffic_log import append_log
 
         append_log(args.traffic_log, {"kind": "replay", "eventIds": [x.event_id for x in result.replayed]})
-    console.print(dlq.table(result.replayed, title=f"{verb} {len(result.replayed)} onto {topic}"))
-    console.print(f"{verb} {len(result.replayed)}; left in the DLQ {result.skipped + len(result.failed)}"
-                  + (f"; publish failed for {len(result.failed)}" if result.failed else ""))
+    console.print(dlq.table(result.replayed, now_ms=now_ms, title=f"{verb} {len(result.replayed)} onto {topic}"))
+    console.print(f"{verb} {len(result.replayed)}" + (f"; failed {len(result.failed)}" if result.failed else ""))
     for letter, error in result.failed:
-        console.print(f"[red]failed[/] {letter.event_id}: {error}")
+        console.print(f"[red]failed[/] {letter.event_id or letter.id}: {error}")
     return 1 if result.failed else 0
+
+
+def _dlq_list(console: Console, letters: list[Any], flt: Any, now_ms: int, as_json: bool, project: str) -> int:
+    from ops.admin import dlq
+
+    if as_json:
+        for x in letters:
+            print(json.dumps(dlq.row(x, now_ms), default=str))
+        return 0
+    if not letters:
+        console.print(f"dead letters of {project}: none matches" if flt != dlq.Filter() else
+                      f"dead letters of {project}: none")
+        return 0
+    console.print(dlq.table(letters, now_ms=now_ms, title=f"dead letters of {project} · {len(letters)}"))
+    console.print("by verdict/state: " + ", ".join(f"{k} {v}" for k, v in dlq.summary(letters).items()))
+    return 0
 
 
 def cmd_drill(args: argparse.Namespace, console: Console) -> int:

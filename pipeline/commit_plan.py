@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.ledger import SUBSCRIPTION, Decision, acts_on_order, event_document, order_id, subscription_key
 from pipeline.model import Event
-from schemas import ordering_key
-from schemas.attributes import PUSH_SOURCE
+from schemas import dead_letters, ordering_key
+from schemas.attributes import PUSH_SOURCE, REPLAYED_AT
 from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
 
 MAX_WRITES_PER_COMMIT = 450  # Firestore allows 500; leave room
@@ -45,7 +45,18 @@ class Increment:
     server_time: tuple[str, ...] = ()
 
 
-Write = Create | ReplaceIfUnchanged | Increment
+@dataclass(frozen=True)
+class Upsert:
+    """Create or update `path` setting only `fields` (the others are kept), adding `increments` and lowering
+    `minimums` (a field absent so far takes the given value)."""
+
+    path: str
+    fields: Mapping[str, Any]
+    increments: Mapping[str, int] = field(default_factory=dict)
+    minimums: Mapping[str, int] = field(default_factory=dict)
+
+
+Write = Create | ReplaceIfUnchanged | Increment | Upsert
 Work = tuple[int, Event, str]
 """An event to apply: its index in the batch, the event, its event class."""
 
@@ -122,6 +133,8 @@ def commit_writes(items: list[Pending], *, worker_region: str, now: dt.datetime,
             writes.append(Create(f"ledgerKeys/{key}", {"uid": d.uid, "eventId": env["eventId"],
                                                        "amount": entry["amount"]}))
             writes.append(Create(f"users/{d.uid}/ledger/{key}", entry, ("createdAt",)))
+        if REPLAYED_AT in p.event.message.attributes:  # an operator's replay resolves its dead letter here
+            writes.append(resolve_dead_letter(p, worker_region=worker_region, now=now))
         if d.entries:
             assert d.uid is not None
             deltas[d.uid] = deltas.get(d.uid, 0) + d.delta()
@@ -129,3 +142,14 @@ def commit_writes(items: list[Pending], *, worker_region: str, now: dt.datetime,
         writes.append(Increment(f"users/{uid}/wallet/points", {"paidBalance": delta, "promoBalance": 0},
                                 ("updatedAt",)))
     return writes
+
+
+def resolve_dead_letter(p: Pending, *, worker_region: str, now: dt.datetime) -> Upsert:
+    """The write marking a replayed event's dead letter resolved, in the same atomic commit as the event (only
+    replays carry it: a normal event's commit writes nothing more)."""
+    event_id = str(p.event.envelope["eventId"])
+    by = dead_letters.resolved_by(event_id=event_id, status=p.decision.status, by="replay", region=worker_region,
+                                  message_id=p.event.message.message_id)
+    return Upsert(dead_letters.letter_path(event_id, p.event.message.data),
+                  {dead_letters.STATE: dead_letters.RESOLVED, dead_letters.RESOLVED_BY: by,
+                   dead_letters.RESOLVED_AT: int(now.timestamp() * 1000)})

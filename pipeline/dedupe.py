@@ -83,7 +83,7 @@ class TimerDedupeFn(beam.DoFn):
 
 
 class DedupeEventIds(beam.PTransform[PCollection[tuple[str, Event]], DoOutputsTuple]):
-    """(orderingKey, Event) -> (`unique`: Event, `duplicate`: Message of a dropped copy).
+    """(eventId, Event) -> (`unique`: Event, `duplicate`: Message of a dropped copy).
 
     TimerDedupeFn, whose state the runner commits with the bundle's outputs (DESIGN §3). The acking read on the
     local runner uses pipeline.local.dedupe.ClaimingDedupe instead, under the same step labels.

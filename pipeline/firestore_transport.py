@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import grpc
 from apache_beam.io.components.adaptive_throttler import AdaptiveThrottler
 from apache_beam.utils import retry
 from google.api_core import exceptions as gexc
@@ -19,17 +20,57 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.types import common, document, write
 from google.cloud.firestore_v1.types import firestore as firestore_types
 
-from pipeline.commit_plan import Create, ReplaceIfUnchanged, Write
+from pipeline.commit_plan import Create, ReplaceIfUnchanged, Upsert, Write
 from pipeline.ledger import Product
 from pipeline.observability import RegionMetrics, log
 
 T = TypeVar("T")
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted, gexc.InternalServerError,
-    gexc.ResourceExhausted, gexc.RetryError, gexc.GatewayTimeout, gexc.Unknown, ConnectionError, TimeoutError,
-)
-CONFLICT: tuple[type[BaseException], ...] = (gexc.Conflict, gexc.FailedPrecondition)  # AlreadyExists is a Conflict
+TRANSIENT, CONFLICT, PERMANENT = "transient", "conflict", "permanent"
+STATUS_CLASS: dict[grpc.StatusCode, str] = {
+    # Retried with backoff, then released for redelivery; never a dead letter (DESIGN §3). The same set the
+    # Firestore SDKs retry (firebase-js-sdk remote/rpc_error.ts `isPermanentError`), plus ABORTED: a plain
+    # commit is aborted only by contention, which a later attempt resolves.
+    grpc.StatusCode.CANCELLED: TRANSIENT,
+    grpc.StatusCode.UNKNOWN: TRANSIENT,
+    grpc.StatusCode.DEADLINE_EXCEEDED: TRANSIENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TRANSIENT,
+    grpc.StatusCode.ABORTED: TRANSIENT,
+    grpc.StatusCode.INTERNAL: TRANSIENT,
+    grpc.StatusCode.UNAVAILABLE: TRANSIENT,
+    grpc.StatusCode.UNAUTHENTICATED: TRANSIENT,  # an expired token: the client refreshes it on the next call
+    # A precondition of the commit plan failed (create of an existing doc, aggregate changed since read):
+    # re-read and decide again (LedgerWriter._apply_one).
+    grpc.StatusCode.ALREADY_EXISTS: CONFLICT,
+    grpc.StatusCode.FAILED_PRECONDITION: CONFLICT,
+    # Retrying cannot fix it: this event is dead-lettered `write_failed`, alone.
+    grpc.StatusCode.INVALID_ARGUMENT: PERMANENT,
+    grpc.StatusCode.NOT_FOUND: PERMANENT,  # the database (a precondition on a deleted doc is FAILED_PRECONDITION)
+    grpc.StatusCode.PERMISSION_DENIED: PERMANENT,
+    grpc.StatusCode.OUT_OF_RANGE: PERMANENT,
+    grpc.StatusCode.UNIMPLEMENTED: PERMANENT,
+    grpc.StatusCode.DATA_LOSS: PERMANENT,
+}
+"""Every status code a Firestore RPC can fail with, and what it means for the event (tests check it code by code)."""
+_NETWORK: tuple[type[BaseException], ...] = (gexc.RetryError, ConnectionError, TimeoutError)
+
+
+def classify(exc: BaseException) -> str | None:
+    """TRANSIENT, CONFLICT or PERMANENT for an error of a Firestore call; None for anything else (a bug: it
+    propagates to the sink, which isolates it to its event)."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        code = exc.grpc_status_code
+        if code is None:  # an HTTP-only error (a proxy's 502/503/504, 429): transient; other 4xx are ours
+            return TRANSIENT if exc.code is not None and (exc.code >= 500 or exc.code == 429) else PERMANENT
+        return STATUS_CLASS.get(code, PERMANENT)
+    return TRANSIENT if isinstance(exc, _NETWORK) else None
+
+
+CONFLICTS: tuple[type[BaseException], ...] = tuple(
+    gexc.exception_class_for_grpc_status(code) for code, kind in STATUS_CLASS.items() if kind == CONFLICT)
+"""The exception classes of the CONFLICT codes, for `except` clauses."""
+
+
 RPC_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.2
 MAX_BACKOFF = 5.0
@@ -104,7 +145,7 @@ _throttler = _SharedThrottler()
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT)
+    return classify(exc) == TRANSIENT
 
 
 class FirestoreRpc:
@@ -133,8 +174,9 @@ class FirestoreRpc:
         started = time.time()
         try:
             result = call()
-        except TRANSIENT:
-            self._metrics.rpc(success=False)
+        except Exception as exc:
+            if _is_transient(exc):
+                self._metrics.rpc(success=False)
             raise
         self._metrics.rpc(success=True)
         self._throttler.successful_request(started * 1000)
@@ -151,12 +193,13 @@ class FirestoreRpc:
         try:
             result: T = attempt(call)
             return result
-        except TRANSIENT as exc:
-            raise Unavailable(f"{type(exc).__name__} after {self._attempts} attempts: {str(exc)[:300]}") from exc
-        except CONFLICT:
-            raise
-        except gexc.GoogleAPICallError as exc:  # InvalidArgument, PermissionDenied, NotFound, ...: permanent
-            raise WriteFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        except Exception as exc:
+            kind = classify(exc)
+            if kind == TRANSIENT:
+                raise Unavailable(f"{type(exc).__name__} after {self._attempts} attempts: {str(exc)[:300]}") from exc
+            if kind == PERMANENT:
+                raise WriteFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise  # a conflict, for the caller to resolve; or a bug, for the sink to isolate
 
 
 _Write = write.Write.pb()
@@ -179,6 +222,8 @@ def _set(target: Any, value: Any) -> None:
         target.integer_value = value
     elif isinstance(value, str):
         target.string_value = value
+    elif isinstance(value, bytes):
+        target.bytes_value = value
     elif isinstance(value, dt.datetime):
         target.timestamp_value.FromDatetime(value.astimezone(dt.UTC).replace(tzinfo=None))
     elif isinstance(value, list):
@@ -222,9 +267,19 @@ def _replace_if_unchanged(name: str, fields: Mapping[str, Any], update_time: Any
 
 def _increment(name: str, increments: Mapping[str, int], server_time: tuple[str, ...] = ()) -> Any:
     """Upsert `name` changing only the given counters (by Increment) and server-time fields."""
-    pb = _Write(update=_Document(name=name), update_mask=_Mask())
+    return _upsert(name, {}, increments, {}, server_time)
+
+
+def _upsert(name: str, fields: Mapping[str, Any], increments: Mapping[str, int], minimums: Mapping[str, int],
+            server_time: tuple[str, ...] = ()) -> Any:
+    """Create or update `name` setting only `fields`, adding `increments`, lowering `minimums` (no precondition)."""
+    pb = _Write(update=_Document(name=name), update_mask=_Mask(field_paths=list(fields)))
+    for key, value in fields.items():
+        _set(pb.update.fields[key], value)
     for field, delta in increments.items():
         pb.update_transforms.append(_Transform(field_path=field, increment=_Value(integer_value=delta)))
+    for field, low in minimums.items():
+        pb.update_transforms.append(_Transform(field_path=field, minimum=_Value(integer_value=low)))
     for field in server_time:
         pb.update_transforms.append(_Transform(field_path=field, set_to_server_value=_REQUEST_TIME))
     return pb
@@ -244,6 +299,8 @@ def to_proto(root: str, planned: Write) -> Any:
         return _create(name, planned.fields, planned.server_time)
     if isinstance(planned, ReplaceIfUnchanged):
         return _replace_if_unchanged(name, planned.fields, planned.update_time, planned.server_time)
+    if isinstance(planned, Upsert):
+        return _upsert(name, planned.fields, planned.increments, planned.minimums)
     return _increment(name, planned.increments, planned.server_time)
 
 

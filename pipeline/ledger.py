@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas import Envelope
 from schemas.attributes import PUSH_SOURCE, RECONCILE_SOURCE
+from schemas.paynow import ID_RE
 
 ORDER = "ON_ORDER_COMPLETED"
 REFUND = "ON_REFUND"
@@ -20,8 +20,6 @@ SUBSCRIPTION_CREDITS = frozenset({"ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_
 ORDER_CLASSES = frozenset({ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED})
 """Event classes that act on the order aggregate `orders/{orderId}`."""
 SOURCE = "paynow"
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""A PayNow id or a uid usable as one Firestore path segment (the mapping's own pattern, checked again here)."""
 
 PURCHASE, REVERSAL, REINSTATEMENT, VOID = "purchase", "reversal", "reinstatement", "reinstatement-void"
 
@@ -53,14 +51,17 @@ class InvalidEvent(ValueError):
 
 
 def valid_id(value: object) -> bool:
-    """Whether `value` may become a Firestore path segment (a string of `ID_RE`)."""
-    return isinstance(value, str) and ID_RE.match(value) is not None
+    """Whether `value` may become a Firestore path segment (a string of `ID_RE`, the mapping's own pattern,
+    checked again here: an envelope may come from an older ingress, a replay or a legacy producer)."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
 
 
 def event_class(envelope: Envelope) -> str:
     """ORDER, REFUND, CHARGEBACK, CHARGEBACK_CLOSED, SUBSCRIPTION or IGNORED; InvalidEvent if it cannot be applied."""
     event_type: str = envelope["eventType"]
     data = envelope["data"]
+    if not valid_id(envelope.get("eventId")):
+        raise InvalidEvent(f"{event_type} without a valid event id")
     if event_type in ORDER_CLASSES:
         if not valid_id(data.get("orderId")):
             raise InvalidEvent(f"{event_type} without a valid order id")

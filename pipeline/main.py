@@ -14,7 +14,7 @@ from apache_beam.pvalue import DoOutputsTuple, PBegin, PCollection
 
 from pipeline.accounts import ResolveAccount
 from pipeline.dead_letters import PublishDeadLetters
-from pipeline.dedupe import DedupeEventIds
+from pipeline.dedupe import DedupeEventIds, dedupe_id
 from pipeline.firestore_transport import FirestoreConfig
 from pipeline.gate import DecodeAndGate
 from pipeline.local import recycle
@@ -26,7 +26,6 @@ from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
 from pipeline.pubsub_io import NativeRead, log_ready
 from pipeline.sink import ApplyToLedger
-from schemas import ordering_key
 
 ACKING_LOCAL_RUNNER = "FnApiRunner"
 NATIVE_LOCAL_RUNNER = "BundleBasedDirectRunner"
@@ -51,8 +50,11 @@ def _output(outputs: DoOutputsTuple, tag: str) -> PCollection[Message] | None:
         return None
 
 
-def key_by_ordering_key(event: Event) -> tuple[str, Event]:
-    return ordering_key(event.envelope), event
+def key_by_event_id(event: Event) -> tuple[str, Event]:
+    """The dedupe's key: what it remembers (the eventId, or a replay's id), so each key's state is one entry that
+    its timer clears. Ordering keys are a small fixed set (schemas.ordering_key): keyed by them, one key's state
+    would hold a share of every id seen within the TTL, rewritten on each event, and serialise its events."""
+    return dedupe_id(event), event
 
 
 class _ServeMetrics(beam.DoFn):
@@ -88,8 +90,8 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform[PBegin, PC
     dedupe = (ClaimingDedupe(ledger.subscription, ledger.dedupe_ttl, region) if acking
               else DedupeEventIds(ledger.dedupe_ttl, region))
     deduped = (gated.valid
-               | "KeyByOrderingKey" >> beam.Map(
-                   key_by_ordering_key).with_output_types(tuple[str, Any])
+               | "KeyByOrderingKey" >> beam.Map(  # the label Dataflow's update matches; the key is the event id
+                   key_by_event_id).with_output_types(tuple[str, Any])
                | "DedupeEventIds" >> dedupe)
     resolved = deduped.unique | "ResolveAccount" >> ResolveAccount(config)
     applied = resolved.resolved | "ApplyToLedger" >> sink(config)
@@ -100,7 +102,7 @@ def build_pipeline(options: PipelineOptions, *, read: beam.PTransform[PBegin, PC
     # The acking graph keeps one branch per source instead of a Flatten: FnApiRunner never schedules a Flatten
     # fed both by the unbounded pull stage and by a stage after the stateful dedupe, so its elements would sit.
     unpublished = functools.partial(hand_back, ledger.subscription) if acking else None
-    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, region, unpublished)
+    dead = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(ledger.dlq_topic, config, unpublished)
     if acking:
         # DESIGN §3: acknowledged only once durable (committed, dead-lettered, found committed); everything else
         # is handed back for redelivery. The dedupe's claims are settled by the first, forgotten by the second.

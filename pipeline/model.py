@@ -40,6 +40,7 @@ class Rejected:
     step: str
     source_region: str = "unknown"
     event_id: str | None = None
+    uid: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -49,4 +50,4 @@ class Rejected:
 def reject(event: Event, verdict: Verdict, reason: str, step: str) -> Rejected:
     """The DLQ element for an event that failed after decoding."""
     return Rejected(event.message, verdict, reason, step, event.envelope.get("region") or "unknown",
-                    event.envelope["eventId"])
+                    event.envelope["eventId"], event.uid)

@@ -11,6 +11,8 @@ import prometheus_client
 from apache_beam.metrics.metric import Metrics
 from pythonjsonlogger.json import JsonFormatter
 
+from schemas.verdicts import VERDICTS
+
 NAMESPACE = "paynow"
 LOG = logging.getLogger("pipeline")
 
@@ -35,6 +37,14 @@ _THROTTLED = prometheus_client.Counter(
 _RELEASED = prometheus_client.Counter(
     "paynow_pipeline_released", "Messages handed back to Pub/Sub for redelivery (transient fault or copy in flight)",
     ["region", "reason"], registry=_REGISTRY)
+_UNRESOLVED = prometheus_client.Gauge(
+    "paynow_unresolved_dead_letters", "Dead letters not resolved (open or replayed), by verdict, at the last scan",
+    ["region", "verdict"], registry=_REGISTRY)
+_UNRESOLVED_AGE = prometheus_client.Summary(
+    "paynow_unresolved_dead_letter_age_seconds",
+    "Age of the oldest unresolved dead letter of a verdict, observed at each scan that found one (the alerts read "
+    "sum/count: the mean reported age, as the Cloud Monitoring log metric gives it)", ["region", "verdict"],
+    registry=_REGISTRY)
 
 _server_lock = threading.Lock()
 _server_port: int | None = None
@@ -75,6 +85,14 @@ class RegionMetrics:
         self.outcome("dlq")
         self._counter(f"dlq_{verdict}").inc()
         _DLQ.labels(self.region, verdict).inc()
+
+    def unresolved_dead_letters(self, stats: dict[str, tuple[int, float]]) -> None:
+        """One scan of `deadLetters`: verdict -> (unresolved count, age in s of the oldest); absent verdicts are 0."""
+        for verdict in {*stats, *VERDICTS}:
+            count, age = stats.get(verdict, (0, 0.0))
+            _UNRESOLVED.labels(self.region, verdict).set(count)
+            if count:
+                _UNRESOLVED_AGE.labels(self.region, verdict).observe(age)
 
     def schema_version(self, version: int | str, compatible: bool) -> None:
         self._counter(f"schema_v{version}_{'compatible' if compatible else 'incompatible'}").inc()

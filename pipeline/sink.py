@@ -17,7 +17,7 @@ from pipeline.batching import BatchInBundle
 from pipeline.caches import ProductCatalog
 from pipeline.commit_plan import Pending, Work, commit_writes, groups, waves
 from pipeline.firestore_transport import (
-    CONFLICT,
+    CONFLICTS,
     FirestoreConfig,
     FirestoreTransport,
     Unavailable,
@@ -35,6 +35,7 @@ from pipeline.ledger import (
     event_class,
     order_id,
     subscription_key,
+    valid_id,
 )
 from pipeline.model import Event, reject
 from pipeline.observability import RegionMetrics, log
@@ -44,13 +45,15 @@ COMMITTED = "committed"
 DLQ = "dlq"
 RELEASE = "release"
 UNAVAILABLE = "unavailable"  # a transient fault outlasted its retries: released or retried, never dead-lettered
+WEDGED = Verdict.WEDGED_KEY.value
 STEP = "ApplyToLedger"
 EVENTS_PER_BUNDLE_BATCH = 1000
 COMMIT_THREADS = 8
 RESOLVE_ROUNDS = 8
 STATUS_OUTCOME = {"applied": "applied", "recorded": "recorded", "ignored": "ignored",
                   "duplicate_business_key": "duplicate", "duplicate": "duplicate"}
-DLQ_VERDICT = {v.value: v for v in (Verdict.WRITE_FAILED, Verdict.UNMAPPED_PRODUCT, Verdict.DROP_MALFORMED)}
+DLQ_VERDICT = {v.value: v for v in (Verdict.WRITE_FAILED, Verdict.UNMAPPED_PRODUCT, Verdict.DROP_MALFORMED,
+                                    Verdict.WEDGED_KEY)}
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,11 @@ class LedgerWriter:
             except InvalidEvent as exc:
                 results[i] = Applied(event, "drop_malformed", str(exc))
         for wave in waves(work):
-            results.update(self._apply_wave(wave))
+            try:
+                results.update(self._apply_wave(wave))
+            except Exception as exc:  # a bug past the per-group isolation: settle each event alone
+                log(logging.ERROR, "ledger wave crashed", error=repr(exc)[:500])
+                results.update({i: self._apply_one(e) for i, e, _ in wave})
         return [results[i] for i in range(len(events))]
 
     def _apply_wave(self, wave: list[Work]) -> dict[int, Applied]:
@@ -121,8 +128,8 @@ class LedgerWriter:
                                          if acts_on_order(e.envelope, cls)])
         except Unavailable as exc:
             return {i: Applied(e, UNAVAILABLE, str(exc)) for i, e, _ in wave}
-        except WriteFailed as exc:
-            return {i: Applied(e, "write_failed", str(exc)) for i, e, _ in wave}
+        except WriteFailed:  # a refused read: each event alone, so the refusal stays with its own
+            return {i: self._apply_one(e) for i, e, _ in wave}
         pending = []
         for i, event, cls in wave:
             aggregate, update_time = (self._aggregate(snaps.get(f"orders/{order_id(event.envelope)}"))
@@ -137,6 +144,8 @@ class LedgerWriter:
                 results[i] = Applied(event, UNAVAILABLE, f"catalog: {exc}")
             except WriteFailed as exc:
                 results[i] = Applied(event, "write_failed", f"catalog: {exc}")
+            except Exception:  # a bug on this event's data: settled alone (crash handling in _apply_one)
+                results[i] = self._apply_one(event)
         commits = groups(pending)
         done = (map(self._apply_group, commits) if self._pool is None or len(commits) == 1
                 else self._pool.map(self._apply_group, commits))
@@ -147,45 +156,91 @@ class LedgerWriter:
     def _apply_group(self, group: list[Pending]) -> dict[int, Applied]:
         try:
             self._commit(group)
-        except CONFLICT:  # an exact duplicate, a claimed key or a concurrent change: sort them out one by one
+        except CONFLICTS:  # an exact duplicate, a claimed key or a concurrent change: sort them out one by one
             return {p.index: self._apply_one(p.event) for p in group}
         except Unavailable as exc:
             return {p.index: Applied(p.event, UNAVAILABLE, str(exc)) for p in group}
         except WriteFailed as exc:
-            return {p.index: Applied(p.event, "write_failed", str(exc)) for p in group}
+            if len(group) == 1:
+                return {group[0].index: Applied(group[0].event, "write_failed", str(exc))}
+            # The commit is atomic, so nothing of it was written: one event's refusal must not sink the others.
+            return {p.index: self._apply_one(p.event) for p in group}
+        except Exception as exc:  # a bug; the commit may or may not have landed: each event alone finds out
+            log(logging.ERROR, "ledger commit crashed", events=len(group), error=repr(exc)[:500])
+            return {p.index: self._apply_one(p.event) for p in group}
         return {p.index: Applied(p.event, p.decision.status, p.decision.reason, p.decision) for p in group}
 
     def _apply_one(self, event: Event) -> Applied:
-        """Re-read, decide again and commit until the commit holds (bounded, jittered) or the event is a duplicate."""
+        """The event alone: its fate, never an exception (an unexpected one stays with this event)."""
+        try:
+            return self._resolve(event)
+        except UnmappedProduct as exc:
+            return Applied(event, "unmapped_product", str(exc))
+        except InvalidEvent as exc:
+            return Applied(event, "drop_malformed", str(exc))
+        except Unavailable as exc:
+            return Applied(event, UNAVAILABLE, str(exc))
+        except WriteFailed as exc:
+            return Applied(event, "write_failed", str(exc))
+        except Exception as exc:
+            return self._crashed(event, exc)
+
+    def _resolve(self, event: Event) -> Applied:
+        """Re-read, decide again and commit until the commit holds (bounded, jittered), the event is a duplicate,
+        or a precondition fails twice on an unchanged state: no writer is changing it, so it can never hold."""
         env = event.envelope
         cls = event_class(env)
         event_path = f"webhookEvents/{env['eventId']}"
         order_path = f"orders/{order_id(env)}" if acts_on_order(env, cls) else None
         claim_path = f"ledgerKeys/{subscription_key(env)}" if cls == SUBSCRIPTION else None
         paths = [p for p in (event_path, order_path, claim_path) if p]
-        try:
-            for attempt in range(1, RESOLVE_ROUNDS + 1):
-                snaps = self._store.get_all(paths)
-                if snaps[event_path].exists:
-                    return Applied(event, "duplicate")
-                aggregate, update_time = self._aggregate(snaps.get(order_path)) if order_path else (None, None)
-                decision = self._decide(event, aggregate)
-                if claim_path and snaps[claim_path].exists:
-                    decision = decision.as_duplicate()
-                try:
-                    self._commit([Pending(0, event, decision, update_time)])
-                except CONFLICT:
-                    self._sleep(backoff(attempt, base=0.02))  # another worker changed the order: decide again
-                    continue
-                return Applied(event, decision.status, decision.reason, decision)
-        except UnmappedProduct as exc:
-            return Applied(event, "unmapped_product", str(exc))
-        except Unavailable as exc:
-            return Applied(event, UNAVAILABLE, str(exc))
-        except WriteFailed as exc:
-            return Applied(event, "write_failed", str(exc))
+        refused_on = None
+        for attempt in range(1, RESOLVE_ROUNDS + 1):
+            snaps = self._store.get_all(paths)
+            if snaps[event_path].exists:
+                return Applied(event, "duplicate")
+            aggregate, update_time = self._aggregate(snaps.get(order_path)) if order_path else (None, None)
+            decision = self._decide(event, aggregate)
+            if claim_path and snaps[claim_path].exists:
+                decision = decision.as_duplicate()
+            try:
+                self._commit([Pending(0, event, decision, update_time)])
+            except CONFLICTS:
+                state = [(snaps[p].exists, snaps[p].update_time) for p in paths]
+                if state == refused_on:
+                    return self._wedged(event, decision)
+                refused_on = state
+                self._sleep(backoff(attempt, base=0.02))  # another worker changed the order: decide again
+                continue
+            return Applied(event, decision.status, decision.reason, decision)
         # Contention: another writer kept changing the order. Transient, so released, not dead-lettered.
         return Applied(event, UNAVAILABLE, f"preconditions kept failing after {RESOLVE_ROUNDS} rounds")
+
+    def _wedged(self, event: Event, decision: Decision) -> Applied:
+        """A key claimed or an entry written outside the commit plan (a hand credit, a partial restore of
+        `orders`): redelivery would fail forever and block its ordering key. Dead-lettered, never overwritten."""
+        keys = list(decision.entries)
+        paths = [f"ledgerKeys/{k}" for k in keys] + [f"users/{decision.uid}/ledger/{k}" for k in keys]
+        found = sorted(p for p, snap in self._store.get_all(paths).items() if snap.exists) if keys else []
+        held = f": {', '.join(found)} exist(s), orders/{decision.order_id} does not list them" if found else ""
+        log(logging.ERROR, "wedged key dead-lettered", eventId=event.envelope["eventId"], found=found,
+            region=self._config.region)
+        return Applied(event, WEDGED, f"the commit's precondition failed twice on an unchanged state{held}"[:500])
+
+    def _crashed(self, event: Event, exc: Exception) -> Applied:
+        """An unexpected error on this event: if its commit landed it is done, else it is dead-lettered alone."""
+        log(logging.ERROR, "ledger apply crashed", eventId=event.envelope.get("eventId"), error=repr(exc)[:500])
+        event_id = event.envelope.get("eventId")
+        try:
+            done = valid_id(event_id) and self._store.get_all([f"webhookEvents/{event_id}"])[
+                f"webhookEvents/{event_id}"].exists
+        except Unavailable as read_exc:
+            return Applied(event, UNAVAILABLE, f"crashed ({exc!r}), then could not check its commit: {read_exc}")
+        except Exception as read_exc:  # unknown whether it landed: a dead letter, whose replay is idempotent
+            return Applied(event, "write_failed", f"crashed ({exc!r}), its commit unknown: {read_exc!r}"[:500])
+        if done:
+            return Applied(event, "duplicate")
+        return Applied(event, "write_failed", f"crashed: {exc!r}"[:500])
 
 
 class _ApplyFn(beam.DoFn):
@@ -198,11 +253,7 @@ class _ApplyFn(beam.DoFn):
         self._metrics = RegionMetrics(self._config.region)
 
     def process(self, batch: list[Event]) -> Iterator[Any]:
-        try:
-            results = self._writer.apply(batch)
-        except Exception as exc:  # unexpected; the idempotent commit makes a replay from the DLQ safe
-            log(logging.ERROR, "ledger commit crashed", error=repr(exc)[:500])
-            results = [Applied(e, "write_failed", f"commit crashed: {exc!r}"[:500]) for e in batch]
+        results = self._writer.apply(batch)  # never raises: an unexpected error stays with its event
         now = time.time()
         unavailable = [r for r in results if r.status == UNAVAILABLE]
         if unavailable and not self._config.release_transient:

@@ -15,13 +15,22 @@ from schemas.codec import (
     encode_legacy,
     fingerprint,
 )
-from schemas.paynow import EVENT_TYPES, PayloadError, envelope_attributes, envelope_from_payload, ordering_key
+from schemas.paynow import (
+    EVENT_TYPES,
+    ORDERING_KEYS,
+    PayloadError,
+    customer_ordering_key,
+    envelope_attributes,
+    envelope_from_payload,
+    ordering_key,
+)
 from schemas.types import DeadLetter, Envelope
 
 __all__ = [
     "CURRENT_VERSION",
     "EVENT_TYPES",
     "MIN_COMPATIBLE",
+    "ORDERING_KEYS",
     "DeadLetter",
     "DecodeError",
     "Envelope",
@@ -29,6 +38,7 @@ __all__ = [
     "MalformedMessage",
     "PayloadError",
     "UnknownSchema",
+    "customer_ordering_key",
     "decode_dlq_record",
     "decode_envelope",
     "encode_dlq_record",

@@ -82,6 +82,9 @@ DLQ_SCHEMA = _load("dlq_record")
 DLQ_SCHEMA_V1 = _load("dlq_record_v1")
 """The first DeadLetterRecord, verdict a plain string: Avro cannot resolve a string writer to an enum reader, so
 records it wrote are read with it as both writer and reader (the verdict is a str either way)."""
+DLQ_SCHEMA_V2 = _load("dlq_record_v2")
+"""The verdict enum before `wedged_key`: a new symbol is a new fingerprint, so records written with the old enum
+are read with it as both writer and reader."""
 
 
 def _fingerprint(schema: dict[str, Any]) -> bytes:
@@ -97,7 +100,7 @@ def fingerprint(version: int) -> bytes:
 _CURRENT_SCHEMA = ENVELOPE_SCHEMAS[CURRENT_VERSION]
 _VERSION_BY_FINGERPRINT = {fingerprint(v): v for v in ENVELOPE_SCHEMAS}
 _DLQ_FINGERPRINT = _fingerprint(DLQ_SCHEMA)
-_DLQ_SCHEMA_BY_FINGERPRINT = {_DLQ_FINGERPRINT: DLQ_SCHEMA, _fingerprint(DLQ_SCHEMA_V1): DLQ_SCHEMA_V1}
+_DLQ_SCHEMA_BY_FINGERPRINT = {_fingerprint(s): s for s in (DLQ_SCHEMA, DLQ_SCHEMA_V2, DLQ_SCHEMA_V1)}
 
 
 def _write(schema: dict[str, Any], record: dict[str, Any], header: bytes) -> bytes:
@@ -175,7 +178,7 @@ def encode_dlq_record(record: DeadLetter) -> bytes:
 
 
 def decode_dlq_record(data: bytes) -> DeadLetter:
-    """Decode bytes written by encode_dlq_record (this or the first DLQ schema); raise MalformedMessage otherwise."""
+    """Decode bytes written by encode_dlq_record (this or an earlier DLQ schema); raise MalformedMessage otherwise."""
     schema = _DLQ_SCHEMA_BY_FINGERPRINT.get(data[2:HEADER_LEN]) if data.startswith(MAGIC) else None
     if schema is None:
         raise MalformedMessage("not a DeadLetterRecord")

@@ -6,6 +6,7 @@ change the ledger the fields §4 reads, with the types the definitions give them
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -39,10 +40,13 @@ EVENT_TYPES = frozenset({
 """PayNow's `WebhookEventType` enum (tests check it against the definitions). Unknown types are accepted too."""
 
 EVENT_TYPE_RE = re.compile(r"^[A-Z_]{1,64}$")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this."""
-UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""A Firebase-style uid (DESIGN §4); a `checkout.metadata.uid` that is not one is ignored, never trusted."""
+ID_RE = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,128}$")
+"""PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this whole
+(`fullmatch`: `$` alone lets a trailing newline through): a valid document id, and Firestore reserves `__.*__`.
+Also the OpenAPI pattern of ids, so ECMA-262 syntax only."""
+UID_RE = ID_RE
+"""A Firebase-style uid (DESIGN §4) that can be a document id; a `checkout.metadata.uid` that is not one is
+ignored, never trusted (the customer's mapping decides)."""
 MAX_QUANTITY = 10_000
 MAX_CENTS = 2**63 - 1
 
@@ -96,7 +100,7 @@ class _Reader:
             raise PayloadError(self.at(key), "holds control characters or unpaired surrogates")
         if len(value) > max_len:
             raise PayloadError(self.at(key), f"longer than {max_len} characters")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise PayloadError(self.at(key), f"must match {pattern.pattern}")
         return value
 
@@ -151,7 +155,7 @@ def _uid(body: _Reader) -> str | None:
     checkout = body.obj.get("checkout")
     metadata = checkout.get("metadata") if isinstance(checkout, dict) else None
     uid = metadata.get("uid") if isinstance(metadata, dict) else None
-    return uid if isinstance(uid, str) and UID_RE.match(uid) else None
+    return uid if isinstance(uid, str) and UID_RE.fullmatch(uid) else None
 
 
 def _customer(body: _Reader, *, required: bool) -> dict[str, Any] | None:
@@ -208,10 +212,10 @@ def _other_data(body: dict[str, Any]) -> dict[str, Any]:
     """Best-effort ids of a type the ledger ignores: nothing here may refuse the delivery (PayNow would retry)."""
     data = _empty_data()
     order_id = body.get("order_id")
-    data["orderId"] = order_id if isinstance(order_id, str) and ID_RE.match(order_id) else None
+    data["orderId"] = order_id if isinstance(order_id, str) and ID_RE.fullmatch(order_id) else None
     customer = body.get("customer")
     customer_id = customer.get("id") if isinstance(customer, dict) else None
-    if isinstance(customer_id, str) and ID_RE.match(customer_id):
+    if isinstance(customer_id, str) and ID_RE.fullmatch(customer_id):
         data["customer"] = {"id": customer_id, "uid": _uid(_Reader(body, "body")), "email": None}
     return data
 
@@ -244,21 +248,38 @@ def minimised(delivery: dict[str, Any]) -> bytes:
         return json.dumps(stripped, separators=(",", ":")).encode()
 
 
-def ordering_key(envelope: Envelope) -> str:
-    """`uid:{uid}` when the delivery names the user, else `customer:{id}`, else `order:{id}`, else `event:{id}`.
+ORDERING_KEYS = 32
+"""How many ordering keys there are (the ingress's `PUBSUB_ORDERING_KEYS`): every key is one of a fixed set."""
 
-    A refund or chargeback whose customer is null gets the order's key: its order's other events may have
-    another key, which is why the ledger's order commits are conditioned on the order aggregate (DESIGN §4).
+
+def bounded_key(identity: str, keys: int = ORDERING_KEYS) -> str:
+    """`k{i}/{keys}`, i a stable hash of `identity` modulo `keys`: the same identity always gets the same key."""
+    if not 1 <= keys <= 1024:
+        raise ValueError(f"keys must be between 1 and 1024, got {keys}")
+    digest = hashlib.blake2b(identity.encode(), digest_size=8).digest()
+    return f"k{int.from_bytes(digest, 'big') % keys}/{keys}"
+
+
+def ordering_key(envelope: Envelope, keys: int = ORDERING_KEYS) -> str:
+    """One of `keys` ordering keys, chosen by the PayNow customer, else the order, else the event.
+
+    Every event of one PayNow customer gets the same key, so its events keep the order they were published in,
+    and one Publish RPC can carry many customers (those that share a key). A refund or chargeback whose customer
+    is null hashes its order id, an ignored event with neither its event id, into the same bounded set: Pub/Sub
+    (the emulator keeps a thread per key it has seen) and the publisher never see more than `keys` keys.
     """
     data = envelope["data"]
     customer = data.get("customer")
-    if customer and customer.get("uid"):
-        return f"uid:{customer['uid']}"
     if customer:
-        return f"customer:{customer['id']}"
+        return customer_ordering_key(customer["id"], keys)
     if data.get("orderId"):
-        return f"order:{data['orderId']}"
-    return f"event:{envelope['eventId']}"
+        return bounded_key(f"order:{data['orderId']}", keys)
+    return bounded_key(f"event:{envelope['eventId']}", keys)
+
+
+def customer_ordering_key(customer_id: str, keys: int = ORDERING_KEYS) -> str:
+    """The ordering key of every event that names PayNow customer `customer_id`."""
+    return bounded_key(f"customer:{customer_id}", keys)
 
 
 def envelope_attributes(envelope: Envelope) -> dict[str, str]:

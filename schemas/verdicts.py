@@ -13,6 +13,8 @@ class Verdict(StrEnum):
     UNMAPPED_CUSTOMER = "unmapped_customer"
     UNMAPPED_PRODUCT = "unmapped_product"
     WRITE_FAILED = "write_failed"
+    WEDGED_KEY = "wedged_key"
+    """A commit whose precondition can never hold: a key claimed or entry written outside the commit plan."""
 
 
 VERDICTS: tuple[str, ...] = tuple(Verdict)

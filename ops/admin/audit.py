@@ -2,8 +2,8 @@
 entries, every young entry has its event, and (with traffic logs) wallets and keys equal the independent model's.
 
 Works against any Firestore (the emulator when FIRESTORE_EMULATOR_HOST is set, else the real one by ADC).
-DLQ evidence comes from the DLQ subscription itself: its messages are pulled without acking and released again
-(`ops.admin.dlq.peek`), so the audit reads what operators would replay and consumes nothing. The expected state
+DLQ evidence comes from the durable dead-letter record (`deadLetters`, unresolved ones: what operators would
+replay), which outlives the DLQ subscription's 7 days. The expected state
 comes from ops/load/ledger_model.py fed with the deliveries the traffic logs say were accepted, never from the
 pipeline's code.
 """
@@ -358,8 +358,7 @@ def _outcome_as_expected(event_id: str, verdict: str | None, snapshot: Snapshot,
     return event_id not in dlq or event_id in snapshot.events
 
 
-def wait_accounted(db: firestore.Client, records: list[dict[str, Any]], dlq_subscription: str,
-                   timeout: float) -> tuple[int, float]:
+def wait_accounted(db: firestore.Client, records: list[dict[str, Any]], timeout: float) -> tuple[int, float]:
     """Wait until every accepted event has a webhookEvents doc or a DLQ record: (still missing, seconds waited)."""
     from ops.admin import dlq as dlq_tools
 
@@ -371,7 +370,7 @@ def wait_accounted(db: firestore.Client, records: list[dict[str, Any]], dlq_subs
             refs = [db.collection("webhookEvents").document(e) for e in ids[i:i + 300]]
             waiting -= {snap.id for snap in db.get_all(refs) if snap.exists}
         if waiting:
-            waiting -= {x.event_id for x in dlq_tools.inspect(dlq_subscription)}
+            waiting -= set(dlq_tools.unresolved(db))
         elapsed = time.monotonic() - started
         if not waiting or elapsed >= timeout:
             return len(waiting), elapsed
@@ -379,13 +378,11 @@ def wait_accounted(db: firestore.Client, records: list[dict[str, Any]], dlq_subs
 
 
 def run(db: firestore.Client, *, traffic: list[dict[str, Any]] | None = None, context: Context | None = None,
-        dlq_subscription: str | None = None, events_ttl_days: float = EVENTS_TTL_DAYS) -> Report:
-    """Read Firestore (and the DLQ when checking traffic records) and audit."""
+        events_ttl_days: float = EVENTS_TTL_DAYS) -> Report:
+    """Read Firestore (and the unresolved dead letters when checking traffic records) and audit."""
     dlq: dict[str, str] = {}
-    if traffic is not None and dlq_subscription:
+    if traffic is not None:
         from ops.admin import dlq as dlq_tools
 
-        for letter in dlq_tools.inspect(dlq_subscription):
-            if letter.event_id:
-                dlq.setdefault(letter.event_id, letter.verdict)
+        dlq = dlq_tools.unresolved(db)
     return audit(Snapshot.read(db), traffic=traffic, dlq=dlq, context=context, events_ttl_days=events_ttl_days)

@@ -3,7 +3,8 @@
 PayNow's push path loses a payment when its retries end before we answer 2xx (both regions down, a wrong secret, a
 bug answering 4xx). Its Management API keeps each webhook subscription's delivery history with the full payload, so
 this pages through that history (and the store's completed orders) for a window, compares it with `webhookEvents`,
-the order aggregates and the DLQ, and re-publishes what the ledger never saw through the ingress's own mapping and
+the order aggregates and the dead-letter record (every unresolved dead letter, however old, is reported as not in the
+ledger), and re-publishes what the ledger never saw through the ingress's own mapping and
 publish path (`envelope_from_payload` -> `encode_envelope`, `envelope_attributes`, `ordering_key`) with the extra
 attribute `source: reconcile`. The pipeline's create-precondition on `webhookEvents/{eventId}` makes a recovery that
 races a late PayNow retry (or a second reconciler) commit once; re-running after the pipeline caught up recovers 0.
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.table import Table
 
+from ops.admin.dlq import PubSubPublish
 from ops.admin.paynow_api import DEFAULT_BASE_URL, KEY_SETTING, ApiError, ManagementApi, parse_time
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 from schemas.attributes import RECONCILE_SOURCE
@@ -42,20 +44,23 @@ RECOVERED_LOG = "reconcile recovered event"
 SHOW = 50
 
 # the categories of the table, in the order shown
-SEEN, RECOVERED_BEFORE, MISSING, DLQ, IN_FLIGHT, UNMAPPABLE, NO_DELIVERY = (
-    "seen by both", "seen by both (recovered earlier)", "missing from the ledger", "in the DLQ",
-    "in flight (younger than --min-age)", "payload the ingress would refuse", "completed orders with no delivery")
+SEEN, RECOVERED_BEFORE, MISSING, DLQ, IN_FLIGHT, UNMAPPABLE, NO_DELIVERY, OLDER_DLQ = (
+    "seen by both", "seen by both (recovered earlier)", "missing from the ledger",
+    "not in the ledger: open dead letter", "in flight (younger than --min-age)", "payload the ingress would refuse",
+    "completed orders with no delivery", "not in the ledger: open dead letter before the window")
 
 
 # -- what the ledger side offers ---------------------------------------------------------------------------------
 class LedgerView(Protocol):
-    """Read-only access to what the pipeline wrote: webhookEvents, order aggregates, DLQ verdicts."""
+    """Read-only access to what the pipeline wrote: webhookEvents, order aggregates, unresolved dead letters."""
 
     def event_docs(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
     def order_docs(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
-    def dead_letters(self) -> dict[str, str]: ...
+    def dead_letters(self) -> dict[str, str]:
+        """eventId -> verdict of every unresolved dead letter, however old (the record keeps them until resolved)."""
+        ...
 
 
 class Publish(Protocol):
@@ -63,13 +68,12 @@ class Publish(Protocol):
 
 
 class FirestoreLedger:
-    """The ledger in Firestore (emulator when FIRESTORE_EMULATOR_HOST is set) and the DLQ subscription (peeked)."""
+    """The ledger and the dead-letter record in Firestore (emulator when FIRESTORE_EMULATOR_HOST is set)."""
 
     BATCH = 300
 
-    def __init__(self, db: Any, dlq_subscription: str | None) -> None:
+    def __init__(self, db: Any) -> None:
         self.db = db
-        self.dlq_subscription = dlq_subscription
 
     def _docs(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -86,31 +90,9 @@ class FirestoreLedger:
         return self._docs("orders", order_ids)
 
     def dead_letters(self) -> dict[str, str]:
-        if not self.dlq_subscription:
-            return {}
         from ops.admin import dlq
 
-        return {x.event_id: x.verdict for x in dlq.inspect(self.dlq_subscription) if x.event_id}
-
-
-class PubSubPublish:
-    """Publishes onto the main topic with ordering keys, like the ingress (resumes a key after a failure)."""
-
-    def __init__(self, topic: str) -> None:
-        import google.cloud.pubsub_v1 as pubsub_v1  # no py.typed: mypy resolves this form to Any
-
-        self.topic = topic
-        self._client = pubsub_v1.PublisherClient(
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
-
-    def __call__(self, data: bytes, attributes: dict[str, str], ordering_key: str) -> str:
-        try:
-            return str(self._client.publish(self.topic, data, ordering_key=ordering_key, **attributes)
-                       .result(timeout=60))
-        except Exception:
-            if ordering_key:
-                self._client.resume_publish(self.topic, ordering_key)
-            raise
+        return dlq.unresolved(self.db)
 
 
 # -- the comparison ----------------------------------------------------------------------------------------------
@@ -174,6 +156,8 @@ class Report:
     dry_run: bool
     rows: list[Row] = field(default_factory=list)
     orphan_orders: list[dict[str, Any]] = field(default_factory=list)
+    older_dead_letters: dict[str, str] = field(default_factory=dict)
+    """eventId -> verdict of unresolved dead letters whose delivery is not in the window (not in the ledger)."""
     orders_checked: int = 0
     api_requests: int = 0
     api_waited_s: float = 0.0
@@ -181,6 +165,8 @@ class Report:
     def count(self, category: str) -> int:
         if category == NO_DELIVERY:
             return len(self.orphan_orders)
+        if category == OLDER_DLQ:
+            return len(self.older_dead_letters)
         return sum(1 for r in self.rows if r.category == category)
 
     @property
@@ -198,8 +184,8 @@ class Report:
         return not unrecovered and not self.failed and not self.orphan_orders
 
     def summary(self) -> dict[str, int]:
-        counts = {c: self.count(c) for c in (SEEN, RECOVERED_BEFORE, MISSING, DLQ, IN_FLIGHT, UNMAPPABLE,
-                                             NO_DELIVERY)}
+        counts = {c: self.count(c) for c in (SEEN, RECOVERED_BEFORE, MISSING, DLQ, OLDER_DLQ, IN_FLIGHT,
+                                             UNMAPPABLE, NO_DELIVERY)}
         counts["recovered now" if not self.dry_run else "would recover"] = sum(
             1 for r in self.rows if r.category == MISSING and (r.recovered or self.dry_run) and not r.error)
         return counts
@@ -227,7 +213,10 @@ class Report:
             out.add_row(d.event_id, d.event_type, d.order_id or "", d.state,
                         "none" if d.last_status is None else str(d.last_status) if d.last_status else "no answer",
                         str(d.executions), ledger, action)
-        for order in self.orphan_orders[:max(show - len(interesting), 0)]:
+        left = max(show - len(interesting), 0)
+        for event_id, verdict in list(self.older_dead_letters.items())[:left]:
+            out.add_row(event_id, "?", "", "-", "-", "-", f"DLQ {verdict}", "paynow dlq show / replay")
+        for order in self.orphan_orders[:max(left - len(self.older_dead_letters), 0)]:
             out.add_row("(no delivery)", "order " + str(order.get("status")), str(order.get("id")), "-", "-", "0",
                         "not purchased", "PayNow holds no payload: resend from PayNow or credit by hand")
         return out
@@ -278,7 +267,7 @@ def reconcile(api: ManagementApi, ledger: LedgerView, *, store_id: str, since_ms
     found = deliveries_in(api, store_id, webhook_ids, since_ms, say)
     say(f"{len(found)} PayNow events in the window; reading webhookEvents, order aggregates and the DLQ")
     events = ledger.event_docs(list(found))
-    dead = ledger.dead_letters() if len(events) < len(found) else {}
+    dead = ledger.dead_letters()
     report = Report(since_ms=since_ms, dry_run=dry_run)
     for event_id, d in sorted(found.items(), key=lambda kv: (kv[1].created_ms, kv[0])):
         doc = events.get(event_id)
@@ -291,6 +280,8 @@ def reconcile(api: ManagementApi, ledger: LedgerView, *, store_id: str, since_ms
             report.rows.append(Row(d, IN_FLIGHT))
         else:
             report.rows.append(Row(d, MISSING))
+
+    report.older_dead_letters = {e: v for e, v in sorted(dead.items()) if e not in found}
 
     order_ids_delivered = {d.order_id for d in found.values() if d.event_type == ORDER_COMPLETED and d.order_id}
     report.orders_checked = len(completed)
@@ -356,7 +347,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           f"fake, or {DEFAULT_BASE_URL})")
     parser.add_argument("--project", help="project id (default: the running stack's, or $GOOGLE_CLOUD_PROJECT)")
     parser.add_argument("--topic", help="topic to publish recoveries onto (default: the project's main topic)")
-    parser.add_argument("--dlq-subscription", help="DLQ subscription to look in (default: the project's)")
     parser.add_argument("--region", default=os.environ.get("REGION", "us-central1"),
                         help="region recorded on recovered envelopes (default: $REGION or %(default)s)")
     parser.add_argument("--min-age", type=float, default=DEFAULT_MIN_AGE_S, metavar="SECONDS",
@@ -422,7 +412,7 @@ def run_command(args: argparse.Namespace, console: Console, stack_info: Mapping[
     db = firestore.Client(project=settings.project)
     publish = None if args.dry_run else PubSubPublish(args.topic or topology.topic)
     try:
-        report = reconcile(api, FirestoreLedger(db, args.dlq_subscription or topology.dlq_subscription),
+        report = reconcile(api, FirestoreLedger(db),
                            store_id=settings.store_id, since_ms=since_ms, webhook_ids=args.webhook,
                            publish=publish, dry_run=args.dry_run, region=args.region, min_age_s=args.min_age,
                            progress=say, on_recovered=recovered)

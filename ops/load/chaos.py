@@ -243,7 +243,7 @@ def drill_chaos(drills: Drills, result: Result) -> None:
     result.add("webhooks sent", len(sent))
     result.add("webhooks accepted (2xx, after PayNow's retries)", len(accepted))
     result.add("webhooks never accepted (PayNow gives up; not the ledger's)", len(sent) - len(accepted))
-    missing, waited = audit.wait_accounted(drills.db, records, drills.stack.info["dlqSubscription"], SETTLE_TIMEOUT_S)
+    missing, waited = audit.wait_accounted(drills.db, records, SETTLE_TIMEOUT_S)
     result.add("time from the last fault/traffic to every event accounted", f"{time.monotonic() - thawed:.1f} s")
     result.add("lost (accepted, neither committed nor in the DLQ)", missing, "0", missing == 0)
 
@@ -256,8 +256,7 @@ def drill_chaos(drills: Drills, result: Result) -> None:
     wrong = sorted(u for u in uids if actual.get(u, 0) != expected.get(u, 0))
     result.add("wallets: model == Firestore", f"{len(uids) - len(wrong)}/{len(uids)}", "all", not wrong)
 
-    letters = {x.event_id: x.verdict for x in dlq_tools.inspect(drills.stack.info["dlqSubscription"])
-               if x.event_id and run_id in x.event_id}
+    letters = {e: verdict for e, verdict in dlq_tools.unresolved(drills.db).items() if run_id in e}
     unmapped = model.unmapped()
     transient = sorted(e for e, verdict in letters.items() if unmapped.get(e) != verdict)
     result.add("dead letters of this run", len(letters))

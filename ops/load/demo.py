@@ -73,7 +73,7 @@ def _send(stack: Stack, model: LedgerModel) -> Table:
     return answers
 
 
-def _wait(db: firestore.Client, subscription: str, timeout: float = 90) -> float:
+def _wait(db: firestore.Client, timeout: float = 90) -> float:
     """Until every event is processed or dead-lettered (evt_demo_7 and the v1 message go to the DLQ)."""
     started = time.monotonic()
     want_processed = {d["event_id"] for _, d in WEBHOOKS} - DEAD
@@ -81,14 +81,14 @@ def _wait(db: firestore.Client, subscription: str, timeout: float = 90) -> float
     while time.monotonic() - started < timeout:
         refs = [db.collection("webhookEvents").document(e) for e in sorted(want_processed)]
         done = {s.id for s in db.get_all(refs) if s.exists}
-        dead = {x.event_id for x in dlq.inspect(subscription)}
+        dead = set(dlq.unresolved(db))
         if done == want_processed and want_dead <= dead:
             return time.monotonic() - started
         time.sleep(0.5)
     raise TimeoutError(f"events not processed after {timeout:.0f} s")
 
 
-def _tables(db: firestore.Client, subscription: str, model: LedgerModel) -> list[Table]:
+def _tables(db: firestore.Client, model: LedgerModel) -> list[Table]:
     wallets = Table(title="wallets (model: the independent model of the rules, fed the accepted webhooks)",
                     title_justify="left", header_style="bold")
     for column in ("uid", "paidBalance", "sum(ledger)", "model"):
@@ -107,7 +107,8 @@ def _tables(db: firestore.Client, subscription: str, model: LedgerModel) -> list
         uid = doc.reference.parent.parent.id
         wallets.add_row(uid, str((doc.to_dict() or {}).get("paidBalance")), str(sums.get(uid, 0)),
                         str(model.wallets().get(uid, 0)))
-    return [wallets, ledger, dlq.table(dlq.inspect(subscription), title="DLQ")]
+    letters = dlq.select(dlq.FirestoreLetters(db), now_ms=int(time.time() * 1000))
+    return [wallets, ledger, dlq.table(letters, now_ms=int(time.time() * 1000), title="dead letters")]
 
 
 def run(console: Console) -> int:
@@ -122,9 +123,9 @@ def run(console: Console) -> int:
         db = firestore.Client(project=project)
         try:
             with console.status("waiting for the pipeline…"):
-                waited = _wait(db, stack.topology.dlq_subscription)
+                waited = _wait(db)
             console.print(f"processed in {waited:.1f} s")
-            for table in _tables(db, stack.topology.dlq_subscription, model):
+            for table in _tables(db, model):
                 console.print(table)
         finally:
             db.close()

@@ -9,6 +9,7 @@ from typing import Any
 from ops.admin import audit
 from ops.admin import reconcile as rc
 from ops.admin.catalog import KNOWN_PRODUCTS
+from ops.admin.dlq import PubSubPublish
 from ops.admin.paynow_api import ManagementApi
 from ops.load.ledger_model import LedgerModel
 from ops.local.fake_paynow import management_event
@@ -65,8 +66,8 @@ def drill_reconcile(drills: Any, result: Any, *, duration: float, rate: float) -
 
     info = stack.info["paynowApi"]
     since_ms = int((started_at - 600) * 1000)
-    ledger = rc.FirestoreLedger(drills.db, stack.info["dlqSubscription"])
-    publish = rc.PubSubPublish(stack.info["topic"])
+    ledger = rc.FirestoreLedger(drills.db)
+    publish = PubSubPublish(stack.info["topic"])
 
     def reconcile_once() -> rc.Report:
         api = ManagementApi(info["apiKey"], base_url=info["url"])
@@ -113,7 +114,7 @@ def drill_reconcile(drills: Any, result: Any, *, duration: float, rate: float) -
     drift = sorted(u for u in uids if actual.get(u, 0) != expected_wallets.get(u, 0))
     result.add("wallets equal the independent model fed with every PayNow delivery",
                f"{len(uids) - len(drift)}/{len(uids)}", "all", not drift)
-    report_audit = audit.run(drills.db, traffic=adjusted, dlq_subscription=stack.info["dlqSubscription"])
+    report_audit = audit.run(drills.db, traffic=adjusted)
     for check in report_audit.checks:
         result.add(f"audit: {check.name}", check.value, check.detail, check.ok)
 

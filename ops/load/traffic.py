@@ -24,7 +24,7 @@ import httpx
 from ops.admin.catalog import KNOWN_PRODUCTS, points
 from ops.load.stats import percentile
 from ops.load.traffic_log import Recorder
-from schemas import deliveries, encode_legacy
+from schemas import customer_ordering_key, deliveries, encode_legacy
 from schemas.signing import signed_headers
 
 ONE_TIME = sorted(p for p, v in KNOWN_PRODUCTS.items() if v["kind"] == "one_time")
@@ -392,7 +392,8 @@ class Mix:
         record = {"version": 1, "eventId": event_id, "eventType": "ON_ORDER_COMPLETED",
                   "payloadJson": json.dumps(order["body"], separators=(",", ":"))}
         return Legacy(scenario, event_id, "ON_ORDER_COMPLETED", 1, encode_legacy(1, record),
-                      {"version": "1", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"}, f"uid:{uid}",
+                      {"version": "1", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"},
+                      customer_ordering_key(customer_id),
                       verdict="drop_incompatible")
 
     def _make_legacy_v2(self, scenario: str) -> Action:
@@ -411,7 +412,8 @@ class Mix:
                                       "price": f"{line['price'] / 100:.2f}"} for line in lines],
                            "subscription": None}}
         return Legacy(scenario, event_id, "ON_ORDER_COMPLETED", 2, encode_legacy(2, record),
-                      {"version": "2", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"}, f"uid:{uid}",
+                      {"version": "2", "eventId": event_id, "eventType": "ON_ORDER_COMPLETED"},
+                      customer_ordering_key(customer_id),
                       delivery=delivery)
 
 

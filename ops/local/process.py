@@ -203,6 +203,14 @@ class Process:
                 total += member.memory_info().rss
         return total
 
+    def threads(self) -> int:
+        """Threads of the whole group (the Pub/Sub emulator's JVM keeps one per ordering key it has seen)."""
+        total = 0
+        for member in self._members():
+            with contextlib.suppress(psutil.Error):
+                total += member.num_threads()
+        return total
+
     def cpu_seconds(self) -> float:
         """User + system CPU the leader has used so far."""
         try:

@@ -119,7 +119,7 @@ class ClaimingDedupeFn(beam.DoFn):
 
 
 class ClaimingDedupe(DedupeEventIds):
-    """DedupeEventIds for the acking read: (orderingKey, Event) -> (`unique`: Event with its claim, `duplicate`:
+    """DedupeEventIds for the acking read: (eventId, Event) -> (`unique`: Event with its claim, `duplicate`:
     Message to acknowledge, `in_flight`: Message to release). Same step labels as DedupeEventIds."""
 
     def __init__(self, subscription: str, ttl_seconds: float, region: str) -> None:

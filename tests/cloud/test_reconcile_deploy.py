@@ -77,9 +77,11 @@ def test_the_metric_counts_the_line_the_reconciler_writes_per_recovery(capsys: p
 
 
 def test_any_recovery_raises_the_alert() -> None:
-    policy = load().resource("google_monitoring_alert_policy", "reconcile_recovered")
+    config = load()
+    policy = config.resource("google_monitoring_alert_policy", "reconcile_recovered")
     [condition] = policy["conditions"]
-    threshold = block(condition, "condition_threshold")
-    assert "google_logging_metric.reconcile_recovered_events.name" in threshold["filter"]
-    assert threshold["comparison"] == "COMPARISON_GT" and threshold["threshold_value"] == 0
+    [promql] = condition["condition_prometheus_query_language"]
+    metric = config.resource("google_logging_metric", "reconcile_recovered_events")["name"]
+    series = "logging_googleapis_com:user_" + metric.replace("/", "_")
+    assert promql["query"] == f"sum(increase({series}[5m])) > 0" and promql["duration"] == "0s"
     assert "RUNBOOK.md#reconciliation" in block(policy, "documentation")["content"]

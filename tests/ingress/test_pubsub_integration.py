@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from ingress import create_app
 from ops.local import emulators
 from ops.local.topology import Topology
-from schemas import decode_envelope, personal
+from schemas import customer_ordering_key, decode_envelope, personal
 from tests.ingress.conftest import WEBHOOK, make_settings, order_body, signed_headers
 
 
@@ -53,7 +53,7 @@ def test_signed_post_becomes_exactly_one_message(topology: Topology) -> None:
         assert duplicate.status_code == 200
         assert client.get("/readyz").status_code == 200
     [message] = pull(topology, expect=1)
-    assert message.ordering_key == "uid:user-int"
+    assert message.ordering_key == customer_ordering_key("3001")
     assert dict(message.attributes) == {"version": "4", "eventId": "evt-int-1", "eventType": "ON_ORDER_COMPLETED",
                                         "region": "europe-west1"}
     envelope = decode_envelope(message.data)
@@ -65,7 +65,7 @@ def test_signed_post_becomes_exactly_one_message(topology: Topology) -> None:
 def test_concurrent_posts_for_many_keys_are_all_published(topology: Topology) -> None:
     import concurrent.futures
 
-    bodies = [order_body(f"evt-many-{i}", uid=f"user-{i % 7}") for i in range(40)]
+    bodies = [order_body(f"evt-many-{i}", customer=f"c{i % 7}") for i in range(40)]
     with emulator_app(topology, os.environ["PUBSUB_EMULATOR_HOST"]) as client, \
             concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda b: client.post(WEBHOOK, content=b, headers=signed_headers(b)).status_code,
@@ -73,7 +73,7 @@ def test_concurrent_posts_for_many_keys_are_all_published(topology: Topology) ->
     assert statuses == [202] * 40
     messages = pull(topology, expect=40)
     assert sorted(m.attributes["eventId"] for m in messages) == sorted(f"evt-many-{i}" for i in range(40))
-    assert {m.ordering_key for m in messages} == {f"uid:user-{i}" for i in range(7)}
+    assert {m.ordering_key for m in messages} == {customer_ordering_key(f"c{i}") for i in range(7)}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from ingress import create_app
-from schemas import EVENT_TYPES, decode_envelope, deliveries, personal
+from schemas import EVENT_TYPES, customer_ordering_key, decode_envelope, deliveries, personal
 from tests.ingress.conftest import (
     LEGACY,
     WEBHOOK,
@@ -29,7 +29,7 @@ def test_signed_webhook_is_published_and_answered_202(client: TestClient, publis
     assert response.status_code == 202
     assert response.json() == {"status": "accepted", "eventId": "evt-42", "region": "europe-west1"}
     [(data, attributes, key)] = publisher.messages
-    assert key == "uid:user-7"
+    assert key == customer_ordering_key("3001")
     assert attributes == {"version": "4", "eventId": "evt-42", "eventType": "ON_ORDER_COMPLETED",
                           "region": "europe-west1"}
     envelope = decode_envelope(data)
@@ -37,10 +37,20 @@ def test_signed_webhook_is_published_and_answered_202(client: TestClient, publis
     assert json.loads(envelope["data"]["rawPayload"]) == personal.strip(json.loads(body))
 
 
-def test_ordering_key_falls_back_to_the_paynow_customer(client: TestClient, publisher: RecordingPublisher) -> None:
-    body = order_body(uid=None, customer="cust-99")
-    assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
-    assert publisher.messages[0][2] == "customer:cust-99"
+def test_ordering_key_is_the_paynow_customers_with_or_without_a_uid(client: TestClient,
+                                                                    publisher: RecordingPublisher) -> None:
+    for event_id, uid in (("1", None), ("2", "user-9")):
+        body = order_body(event_id, uid=uid, customer="cust-99")
+        assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
+    assert [key for _, _, key in publisher.messages] == [customer_ordering_key("cust-99")] * 2
+
+
+def test_the_number_of_ordering_keys_is_a_setting(publisher: RecordingPublisher) -> None:
+    with TestClient(create_app(make_settings(PUBSUB_ORDERING_KEYS="3"), publisher=publisher)) as client:
+        for i in range(60):
+            body = order_body(str(i), customer=f"cust-{i}")
+            assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
+    assert {key for _, _, key in publisher.messages} == {"k0/3", "k1/3", "k2/3"}
 
 
 def test_without_pubsub_ordering_the_key_travels_as_an_attribute(publisher: RecordingPublisher) -> None:
@@ -49,7 +59,7 @@ def test_without_pubsub_ordering_the_key_travels_as_an_attribute(publisher: Reco
         assert client.post(WEBHOOK, content=body, headers=signed_headers(body)).status_code == 202
     [(data, attributes, key)] = publisher.messages
     assert key == ""
-    assert attributes["orderingKey"] == "uid:user-8"
+    assert attributes["orderingKey"] == customer_ordering_key("3001")
     assert decode_envelope(data)["eventId"] == "evt-43"
 
 

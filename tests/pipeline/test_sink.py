@@ -15,6 +15,7 @@ from pipeline.firestore_transport import FirestoreConfig, FirestoreTransport, lo
 from pipeline.ledger import Product
 from pipeline.model import Event
 from pipeline.sink import LedgerWriter
+from schemas import customer_ordering_key
 from tests.pipeline import factories as f
 from tests.pipeline.ledger_checks import check_invariants, read_state
 
@@ -88,7 +89,7 @@ def test_every_event_class_in_one_batch(writer: LedgerWriter, firestore_db: fire
     assert state.keys["purchase:o1"] == {"uid": "u1", "eventId": "e1", "amount": 90}
     doc = state.events["e1"]
     assert doc["status"] == "applied" and doc["entryIds"] == ["purchase:o1"] and doc["uid"] == "u1"
-    assert doc["workerRegion"] == "us-central1" and doc["orderingKey"] == "uid:u1"
+    assert doc["workerRegion"] == "us-central1" and doc["orderingKey"] == customer_ordering_key("c1")
     assert doc["processedAt"] >= doc["publishedAt"] and doc["expiresAt"] > doc["processedAt"]
     assert state.events["r4"]["reason"] == "refund status 'processing' is not completed"
     assert state.events["n2"]["status"] == "ignored" and state.events["n2"]["uid"] is None
@@ -247,7 +248,11 @@ def test_a_permanent_refusal_is_write_failed_at_once(writer: LedgerWriter, fires
 
 def test_contention_that_outlasts_its_rounds_is_unavailable_not_write_failed(
         writer: LedgerWriter, firestore_db: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds = []
+
     def contended(self: FirestoreTransport, writes: list[Any]) -> None:
+        rounds.append(1)  # another writer changes the order each time (an unchanged set keeps its update time)
+        firestore_db.document("orders/o1").set({"orderId": "o1", "refunded": len(rounds) % 2 == 0})
         raise gexc.FailedPrecondition("the order changed")
 
     monkeypatch.setattr(FirestoreTransport, "_send", contended)
