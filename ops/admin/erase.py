@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +30,15 @@ from rich.console import Console
 from rich.table import Table
 
 from ops.admin import dlq
-from schemas import DecodeError, decode_envelope, encode_envelope
+from schemas import DecodeError, decode_dlq_record, decode_envelope, encode_envelope
+from schemas import dead_letters as dl
 from schemas.paynow import ID_RE, UID_RE
 
 ERASED = "__erased__"
 """The tombstone an erased uid or customer id becomes: reserved (`__…__`), so no real user or customer has it."""
-USERS, MAPPINGS, CLAIMS, ORDERS, EVENTS, DEAD_LETTERS = (
-    "users", "paynowCustomers", "ledgerKeys", "orders", "webhookEvents", "deadLetters")
-UNRESOLVED = ("open", "replayed")
+USERS, MAPPINGS, CLAIMS, ORDERS, EVENTS = "users", "paynowCustomers", "ledgerKeys", "orders", "webhookEvents"
 BATCH = 400  # Firestore allows 500 writes per batch
+PULL_BATCH = 500
 
 
 class EraseError(Exception):
@@ -183,22 +184,26 @@ def firestore_changes(db: firestore.Client, person: Person, scrub: Scrubber) -> 
         plan.append((doc.reference, {"uid": ERASED if fields.get("uid") else None,
                                      "orderingKey": scrub.text(str(fields.get("orderingKey") or ""))},
                      "uid and ordering key tombstoned"))
-    letters = {doc.id: doc for doc in _query(db, DEAD_LETTERS, "uid", person.uids)} if person.uids else {}
+    letters = {doc.id: doc for doc in _query(db, dl.COLLECTION, dl.UID, person.uids)} if person.uids else {}
     if person.customers:
-        letters.update({doc.id: doc for doc in _query(db, DEAD_LETTERS, "customerId", person.customers)})
+        letters.update({doc.id: doc for doc in _query(db, dl.COLLECTION, dl.CUSTOMER_ID, person.customers)})
     for doc in letters.values():
         plan.append((doc.reference, _dead_letter(doc.to_dict() or {}, scrub), "ids tombstoned, resolved by erasure"))
     return plan
 
 
 def _dead_letter(fields: dict[str, Any], scrub: Scrubber) -> dict[str, Any]:
+    """A dead letter's fields with the ids tombstoned everywhere; an unresolved one is resolved by the erasure
+    (its payment belongs to nobody now: a replay must not credit the tombstone)."""
     update: dict[str, Any] = {name: scrub.value(fields.get(name)) for name in
-                              ("uid", "customerId", "reason", "orderingKey", "attributes") if fields.get(name)}
-    envelope = fields.get("envelope")
+                              (dl.UID, dl.CUSTOMER_ID, dl.REASON, dl.ORDERING_KEY, dl.ATTRIBUTES) if fields.get(name)}
+    envelope = fields.get(dl.ENVELOPE)
     if envelope:
-        update["envelope"] = scrub.envelope(bytes(envelope))
-    if fields.get("state") in UNRESOLVED:
-        update.update(state="resolved", resolvedBy={"by": "erasure", "eventId": fields.get("eventId")})
+        update[dl.ENVELOPE] = scrub.envelope(bytes(envelope))
+    if fields.get(dl.STATE) in dl.UNRESOLVED:
+        event_id = str(fields.get(dl.EVENT_ID) or "")
+        update.update({dl.STATE: dl.RESOLVED, dl.RESOLVED_AT: int(time.time() * 1000),
+                       dl.RESOLVED_BY: dl.resolved_by(event_id=event_id, status="erased", by="erasure", region="")})
     return update
 
 
@@ -218,36 +223,53 @@ def erase_firestore(db: firestore.Client, person: Person, result: Result) -> Non
         batch.commit()
 
 
-def _names_person(letter: dlq.DeadLetter, person: Person, scrub: Scrubber) -> bool:
-    if letter.record is None:
-        return False
-    attributes = letter.record.get("originalAttributes") or {}
-    if any(scrub.pattern.search(str(v)) for v in attributes.values()):
+def _names_person(message: Any, person: Person, scrub: Scrubber) -> bool:
+    """Whether a DLQ message (a DeadLetterRecord) is the person's: an attribute names them, or its envelope does."""
+    received = message.message
+    if any(scrub.pattern.search(str(v)) for v in received.attributes.values()):
         return True
     try:
-        customer = decode_envelope(bytes(letter.record["originalData"]), min_compatible=1)["data"].get("customer")
+        record = decode_dlq_record(bytes(received.data))
+        if any(scrub.pattern.search(str(v)) for v in (record.get("originalAttributes") or {}).values()):
+            return True
+        customer = decode_envelope(bytes(record["originalData"]), min_compatible=1)["data"].get("customer")
     except (DecodeError, KeyError, TypeError):
         return False
     return bool(customer) and (customer.get("id") in person.customers or customer.get("uid") in person.uids)
 
 
+def _held(subscriber: Any, subscription: str) -> list[Any]:
+    """Every message the subscription hands out now, held (not acked) until acked or handed back: pulls until two
+    in a row come back empty (the service may answer empty while messages exist)."""
+    held: list[Any] = []
+    empties = 0
+    while empties < 2:
+        received = dlq.pull_once(subscriber, subscription, PULL_BATCH)
+        held.extend(received)
+        empties = 0 if received else empties + 1
+    return held
+
+
 def erase_dlq(subscription: str, person: Person, result: Result) -> None:
-    """Acknowledge (remove) the person's messages on the DLQ subscription; every other message is handed back."""
+    """Acknowledge (remove) the person's messages on the DLQ subscription; every other message is handed back.
+
+    The durable record of each is its `deadLetters` document, pseudonymised by `erase_firestore`."""
     scrub = Scrubber(person)
     subscriber = pubsub_v1.SubscriberClient()
-    letters: list[dlq.DeadLetter] = []
+    held: list[Any] = []
     try:
-        letters = dlq.peek(subscriber, subscription)
-        theirs = [x for x in letters if _names_person(x, person, scrub)]
-        for letter in theirs:
-            result.add("pubsub DLQ", f"{subscription} message {letter.message_id} (event {letter.event_id})",
-                       "acknowledged (removed)")
-        if not result.dry_run:
-            dlq.ack(subscriber, subscription, theirs)
-            taken = {x.ack_id for x in theirs}
-            letters = [x for x in letters if x.ack_id not in taken]
+        held = _held(subscriber, subscription)
+        theirs = [m for m in held if _names_person(m, person, scrub)]
+        for m in theirs:
+            result.add("pubsub DLQ", f"{subscription} message {m.message.message_id} "
+                       f"(event {m.message.attributes.get('eventId', '?')})", "acknowledged (removed)")
+        if theirs and not result.dry_run:
+            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in theirs]})
+            held = [m for m in held if m not in theirs]
     finally:
-        dlq.release(subscriber, subscription, letters)
+        if held:
+            subscriber.modify_ack_deadline(request={"subscription": subscription, "ack_ids": [m.ack_id for m in held],
+                                                    "ack_deadline_seconds": 0})
         subscriber.close()
 
 

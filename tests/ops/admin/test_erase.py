@@ -18,7 +18,8 @@ from ops.local.topology import Topology
 from pipeline.firestore_transport import FirestoreConfig
 from pipeline.model import Event
 from pipeline.sink import LedgerWriter
-from schemas import encode_dlq_record, encode_envelope, envelope_attributes
+from schemas import dead_letters as dl
+from schemas import encode_dlq_record, encode_envelope, envelope_attributes, ordering_key
 from tests.ops.admin.pulling import pull_and_ack
 from tests.ops.admin.scanning import scan_firestore
 from tests.pipeline import factories as f
@@ -33,14 +34,14 @@ def scan_dlq(topology: Topology) -> str:
     return "\n".join(f"{bytes(m.message.data).decode('latin-1')} {dict(m.message.attributes)}" for m in messages)
 
 
-def dead_letter_doc(delivery: dict[str, Any], customer: str, uid: str | None) -> dict[str, Any]:
-    """A `deadLetters/{eventId}` record with the agreed fields (COMMON.md) for an unmapped customer's order."""
+def dead_letter_doc(delivery: dict[str, Any], customer: str) -> dict[str, Any]:
+    """The pipeline's `deadLetters` record (schemas/dead_letters.py) of an unmapped customer's order."""
     env = f.envelope(delivery)
-    return {"eventId": delivery["event_id"], "verdict": "unmapped_customer", "step": "ResolveAccount",
-            "reason": f"no paynowCustomers mapping for customer {customer}", "failedAt": 1_700_000_000_000,
-            "sourceRegion": "europe-west1", "state": "open", "resolvedBy": None, "envelope": encode_envelope(env),
-            "attributes": envelope_attributes(env), "uid": uid, "customerId": customer,
-            "orderId": env["data"]["orderId"], "orderingKey": f"customer:{customer}"}
+    return dl.record_fields(event_id=env["eventId"], verdict="unmapped_customer", step="ResolveAccount",
+                            reason=f"no valid uid for PayNow customer {customer!r}", failed_at_ms=1_700_000_000_000,
+                            source_region="europe-west1", worker_region="us-central1", data=encode_envelope(env),
+                            attributes=envelope_attributes(env), ordering_key=ordering_key(env), uid=None,
+                            customer_id=customer, order_id=env["data"]["orderId"])
 
 
 def publish_dead_letter(topology: Topology, delivery: dict[str, Any]) -> None:
@@ -75,8 +76,8 @@ def world(firestore_db: firestore.Client, topology: Topology, tmp_path: Path) ->
     assert [r.status for r in results] == ["applied"] * 5
     unmapped = f.order("e-gone-5", "o-gone-5", [(f.P20, 1)], customer=GONE_CUSTOMER, uid=None)
     stays = f.order("e-stay-5", "o-stay-5", [(f.P20, 1)], customer=STAY_CUSTOMER, uid=None)
-    firestore_db.document("deadLetters/e-gone-5").set(dead_letter_doc(unmapped, GONE_CUSTOMER, None))
-    firestore_db.document("deadLetters/e-stay-5").set(dead_letter_doc(stays, STAY_CUSTOMER, None))
+    firestore_db.document("deadLetters/e-gone-5").set(dead_letter_doc(unmapped, GONE_CUSTOMER))
+    firestore_db.document("deadLetters/e-stay-5").set(dead_letter_doc(stays, STAY_CUSTOMER))
     publish_dead_letter(topology, unmapped)
     publish_dead_letter(topology, stays)
     log = tmp_path / "traffic" / "run.jsonl"
