@@ -237,6 +237,10 @@ def envelope_from_payload(raw: bytes, *, timestamp_ms: int, region: str) -> Enve
             "eventType": event_type, "timestamp": timestamp_ms, "region": region, "data": data}
 
 
+MAX_DEPTH = 255
+"""The deepest delivery stored (orjson's limit); deeper is a 400, never a 5xx or a recursion on the way."""
+
+
 def minimised(delivery: dict[str, Any]) -> bytes:
     """The parsed delivery without its personal fields, as compact JSON (orjson: about a tenth of `json.dumps`'s
     CPU on the request path). It strips `delivery` in place: call it once the envelope's fields are read from it.
@@ -244,7 +248,10 @@ def minimised(delivery: dict[str, Any]) -> bytes:
     stripped = personal.strip(delivery)
     try:
         return orjson.dumps(stripped)
-    except orjson.JSONEncodeError:  # an integer past 64 bits or a lone surrogate: json's encoder takes both
+    except orjson.JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():  # orjson stops at 255 levels; no PayNow definition nests past ten
+            raise PayloadError("body", f"nested deeper than {MAX_DEPTH} levels") from None
+        # an integer past 64 bits or a lone surrogate: json's encoder takes both (and the depth is bounded above)
         return json.dumps(stripped, separators=(",", ":")).encode()
 
 
