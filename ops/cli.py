@@ -57,6 +57,7 @@ def _existing_file(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ops.admin.erase import erase_arguments
     from ops.load.drills import NAMES, NORMAL_RATE, ORDER
 
     parser = argparse.ArgumentParser(
@@ -196,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
                                          "and re-publish what is missing through the ingress's mapping (attribute "
                                          "source=reconcile). Exit status 1 while anything is left missing.")
     reconcile_arguments(rc)
+
+    er = commands.add_parser("erase", help="erase one person (uid and/or PayNow customer) from every store",
+                             description="Remove or pseudonymise everything tied to a user or PayNow customer: the "
+                                         "mappings, wallet and ledger go; ledgerKeys claims, order aggregates, "
+                                         "webhookEvents and dead letters keep what exactly-once needs with the ids "
+                                         "tombstoned; their DLQ messages are removed; traffic logs are rewritten. "
+                                         "Prints each change; idempotent. See RUNBOOK \"Erasure\".")
+    erase_arguments(er)
     return parser
 
 
@@ -534,6 +543,22 @@ def cmd_reconcile(args: argparse.Namespace, console: Console) -> int:
         raise Failure(str(exc)) from None
 
 
+def cmd_erase(args: argparse.Namespace, console: Console) -> int:
+    from ops.admin.erase import EraseError, run_command, validated
+
+    try:
+        validated(args.uid, args.customer)
+    except EraseError as exc:
+        raise UsageError(f"erase: {exc}") from None
+    topology, info = _topology(args.project)
+    traffic_dir = args.traffic_dir or (Path(info["trafficDir"]) if info else None)
+    try:
+        return run_command(args, console, topology.project, args.dlq_subscription or topology.dlq_subscription,
+                           traffic_dir)
+    except EraseError as exc:
+        raise Failure(f"erase: {exc}") from None
+
+
 def make_console() -> Console:
     """A terminal's own width; 160 columns when the output goes to a file or pipe (logs, CI)."""
     return Console(width=None if sys.stdout.isatty() else 160)
@@ -541,7 +566,7 @@ def make_console() -> Console:
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "traffic": cmd_traffic, "audit": cmd_audit,
             "dlq": cmd_dlq, "drill": cmd_drill, "seed": cmd_seed, "demo": cmd_demo, "reconcile": cmd_reconcile,
-            "credit": cmd_credit}
+            "credit": cmd_credit, "erase": cmd_erase}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

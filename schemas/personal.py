@@ -13,14 +13,16 @@ The rule (applied to every property of every event type's schema, `$ref`s resolv
    customer IP, Discord account, free-text reasons) or whose description names contact or network data
    (`PERSONAL_DESCRIPTION`) is personal.
 
-`strip` removes them from a parsed delivery in place, along paths computed once at import; a delivery of a type
-the definitions do not describe keeps no body at all (what it holds cannot be known).
+`strip` removes them from a parsed delivery in place, along paths computed once at import. A field the vendored
+definitions do not declare, in an object on those paths, is judged by its name (rule 3): so `billing_phone` added
+by PayNow tomorrow goes at once. A delivery of a type the definitions do not describe keeps no body at all.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from schemas.deliveries import definitions, delivery_schema
@@ -48,14 +50,22 @@ def is_personal(owner: str | None, name: str, schema: dict[str, Any]) -> bool:
     return bool(PERSONAL_DESCRIPTION.search(schema.get("description") or ""))
 
 
+@lru_cache(maxsize=1024)
+def personal_name(name: str) -> bool:
+    """The rule for a property the definitions do not declare: its name alone (rule 3's words)."""
+    return is_personal(None, name, {})
+
+
 @dataclass
 class _Node:
     """What to remove under one object of a delivery: `drop` (its personal keys), `keep` (a person: only these
-    keys stay, so undeclared ones go too), `children` (objects further down, by key; `EACH`: an array's items)."""
+    keys stay, so undeclared ones go too), `children` (objects further down, by key; `EACH`: an array's items).
+    A key the definitions do not declare (`declared`) is judged by its name alone (`personal_name`)."""
 
     keep: frozenset[str] | None = None
     drop: set[str] = field(default_factory=set)
     children: dict[str, _Node] = field(default_factory=dict)
+    declared: frozenset[str] = frozenset()
 
     def empty(self) -> bool:
         return self.keep is None and not self.drop and not self.children
@@ -85,6 +95,7 @@ def _variants(schema: dict[str, Any], owner: str | None,
 def _node(schema: dict[str, Any], owner: str | None, stack: tuple[str, ...] = ()) -> _Node:
     node = _Node()
     for variant_owner, variant, inner in _variants(schema, owner, stack):
+        node.declared = node.declared.union(variant.get("properties", {}))
         if variant_owner is not None and PERSON_SCHEMA.search(variant_owner):
             props = variant.get("properties", {})
             node.keep = frozenset(k for k, s in props.items() if not is_personal(variant_owner, k, s))
@@ -139,6 +150,9 @@ def _apply(value: Any, node: _Node) -> None:
     else:
         for key in node.drop:
             value.pop(key, None)
+        for key in value.keys() - node.declared:  # a field PayNow added after the vendored definitions
+            if personal_name(key):
+                del value[key]
     for key, child in node.children.items():
         sub = value.get(key)
         if sub is not None:

@@ -17,6 +17,7 @@ from ops.local.stack import Process
 from ops.local.topology import Topology
 from schemas import deliveries, encode_legacy
 from schemas.signing import signed_headers
+from tests.ops.admin.scanning import scan_firestore
 
 SECRET = "whsec_end_to_end"
 REGION = "europe-west1"
@@ -43,16 +44,16 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float, logs: list
 @pytest.fixture
 def running_system(topology: Topology, firestore_db: firestore.Client,
                    tmp_path: Path) -> Iterator[tuple[str, firestore.Client, list[Path]]]:
-    """One ingress and one pipeline process on the test's own project; both stopped afterwards."""
+    """One ingress and one pipeline process on the test's own project, logging at DEBUG; both stopped afterwards."""
     port = free_port()
     logs = [tmp_path / "ingress.log", tmp_path / "pipeline.log"]
     ingress = process("ingress", ["-m", "ingress"], {
         "REGION": REGION, "PORT": str(port), "PAYNOW_WEBHOOK_SECRETS": SECRET, "GOOGLE_CLOUD_PROJECT": topology.project,
         "PUBSUB_TOPIC": topology.topic, "ADMIN_TOKEN": "admin-token-e2e", "PRIMARY_REGION": "us-central1",
-        "SECONDARY_REGION": REGION}, logs[0])
+        "SECONDARY_REGION": REGION, "LOG_LEVEL": "DEBUG"}, logs[0])
     pipeline = process("pipeline", ["-m", "pipeline", "--subscription", topology.subscription,
                                     "--dlq_topic", topology.dlq_topic, "--project", topology.project,
-                                    "--region", "us-central1"], {}, logs[1])
+                                    "--region", "us-central1"], {"LOG_LEVEL": "DEBUG"}, logs[1])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ok(f"{url}/readyz"), "ingress /readyz", 60, logs)
@@ -152,3 +153,60 @@ def test_signed_webhook_becomes_exactly_one_credit_and_v1_goes_to_the_dlq(
 def _statuses(db: firestore.Client, *event_ids: str) -> list[str] | None:
     snaps = [db.document(f"webhookEvents/{e}").get() for e in event_ids]
     return [s.get("status") for s in snaps] if all(s.exists for s in snaps) else None
+
+
+NAME, EMAIL, IP, COUNTRY = "Zephyrine Quillfeather", "zephyrine.quillfeather@example.org", "198.51.100.203", "AQ"
+STEAM = "zephyrine_on_steam"
+
+
+def identifiable_order(event_id: str, order_id: str, uid: str | None) -> bytes:
+    """A real ON_ORDER_COMPLETED (the factory's) whose customer has a distinctive name, email, IP, billing address
+    (the definitions' address field is its country) and Steam profile."""
+    delivery = deliveries.order_completed(event_id, order_id, "cust-ident",
+                                          [deliveries.order_line(f"{order_id}-1", "458255787102310400", 1)], uid=uid)
+    body = delivery["body"]
+    body.update(billing_name=NAME, billing_email=EMAIL, customer_ip=IP, billing_address_country=COUNTRY)
+    body["customer"]["name"] = NAME
+    body["customer"]["steam"]["name"] = STEAM
+    return deliveries.encode(delivery)
+
+
+def traces(blob: bytes) -> list[str]:
+    found = [v for v in (NAME, EMAIL, IP, STEAM) if v.encode() in blob]
+    return found + ([COUNTRY] if f'"{COUNTRY}"'.encode() in blob else [])
+
+
+def test_personal_data_leaves_no_trace_in_messages_dead_letters_firestore_or_logs(
+        running_system: tuple[str, firestore.Client, list[Path]], topology: Topology) -> None:
+    """Issue 21's done-means: a signed order of an identifiable customer, once credited (uid) and once unmapped
+    (dead-lettered); neither the Pub/Sub messages, the DLQ, Firestore nor any DEBUG log line holds the person."""
+    url, db, logs = running_system
+    subscriber = pubsub_v1.SubscriberClient()
+    tap = topology.subscription + "-privacy-tap"  # a second subscription sees every message the ingress publishes
+    subscriber.create_subscription(name=tap, topic=topology.topic)
+    try:
+        for event_id, order_id, uid in (("evt-pii-1", "order-pii-1", UID), ("evt-pii-2", "order-pii-2", None)):
+            body = identifiable_order(event_id, order_id, uid)
+            assert traces(body) == [NAME, EMAIL, IP, STEAM, COUNTRY]  # the control: all five are in the delivery
+            assert post(url, body).status_code == 202
+        wait_for(lambda: db.document("webhookEvents/evt-pii-1").get().exists, "the credited order", 180, logs)
+
+        def dead_letters() -> Any:
+            return subscriber.pull(subscription=topology.dlq_subscription, max_messages=10, timeout=5).received_messages
+        [dead] = wait_for(dead_letters, "the unmapped order on the DLQ", 60, logs)
+        assert dead.message.attributes["verdict"] == "unmapped_customer"
+        published = subscriber.pull(subscription=tap, max_messages=10, timeout=5).received_messages
+    finally:
+        subscriber.delete_subscription(subscription=tap)
+        subscriber.close()
+    assert len(published) == 2
+    for message in (*published, dead):
+        assert traces(bytes(message.message.data) + str(dict(message.message.attributes)).encode()) == []
+    wait_for(lambda: db.document("deadLetters/evt-pii-2").get().exists, "the durable dead letter", 30, logs)
+    store = scan_firestore(db)
+    assert "webhookEvents/evt-pii-1" in store and "deadLetters/evt-pii-2" in store
+    assert traces(store.encode()) == []
+    for log in logs:
+        text = log.read_bytes()
+        assert b"evt-pii-2" in text, f"{log.name} does not name the event: not the log this test means to read"
+        assert traces(text) == [], log.name

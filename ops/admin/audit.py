@@ -19,6 +19,7 @@ from typing import Any
 from google.cloud import firestore
 from rich.table import Table
 
+from ops.admin.erase import ERASED
 from ops.load.ledger_model import LedgerModel
 from ops.load.traffic_log import Context, context_of, delivery_of
 
@@ -163,11 +164,14 @@ def _audit_keys(report: Report, snapshot: Snapshot, young_after_ms: int) -> None
                 or claim.get("eventId") != entry.get("eventId"):
             unclaimed.append(f"{uid}/{key}: claim {claim.get('uid')}/{claim.get('amount')}/{claim.get('eventId')}")
     report.add(UNCLAIMED, len(unclaimed), not unclaimed, unclaimed)
-    unused = sorted(k for k, c in snapshot.claims.items() if (str(c.get("uid")), k) not in snapshot.ledger)
+    unused = sorted(k for k, c in snapshot.claims.items()
+                    if c.get("uid") != ERASED and (str(c.get("uid")), k) not in snapshot.ledger)
     report.add(UNUSED_CLAIMS, len(unused), not unused, unused)
 
     listed: dict[str, list[str]] = defaultdict(list)
     for event_id, event in snapshot.events.items():
+        if event.get("uid") == ERASED:
+            continue  # an erased person's: their entries are gone, the event still deduplicates
         for key in event.get("entryIds") or ():
             listed[key].append(event_id)
     by_two = sorted((k, sorted(v)) for k, v in listed.items() if len(v) > 1)
@@ -198,6 +202,8 @@ def _audit_orders(report: Report, snapshot: Snapshot) -> None:
             found[parsed[1]][parsed[0]] = (uid, int(entry.get("amount", 0)))
     wrong = []
     for order_id in sorted(set(found) | set(snapshot.orders)):
+        if (snapshot.orders.get(order_id) or {}).get("uid") == ERASED:
+            continue  # an erased person's order: the aggregate still decides its refunds, its entries are gone
         problem = _order_problem(snapshot.orders.get(order_id), found.get(order_id, {}), order_id)
         if problem:
             wrong.append(f"{order_id}: {problem}")

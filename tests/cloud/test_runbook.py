@@ -15,7 +15,8 @@ ROOT = DEPLOY.parent
 RUNBOOK = (ROOT / "RUNBOOK.md").read_text()
 SCRIPT = (ROOT / "scripts" / "flex-template.sh").read_text()
 VALUES = {"PROJECT": "paynow-prod", "PRIMARY": "us-central1", "SECONDARY": "europe-west1", "EVENT_ID": "evt-1",
-          "CURRENT_TAG": "abc123", "PREVIOUS_TAG": "abc122", "R": "us-central1"}
+          "CURRENT_TAG": "abc123", "PREVIOUS_TAG": "abc122", "R": "us-central1", "UID": "user-1",
+          "CUSTOMER_ID": "459935272365195264"}
 
 
 def slug(heading: str) -> str:
@@ -46,7 +47,7 @@ def shell_commands() -> list[str]:
                                      "Fast (minutes): put every region back on the previous revision / template",
                                      "Gradual: canary one region, then the other", "DLQ replay drill",
                                      "Secret rotation", "Restoring the ledger", "Adding a region",
-                                     "Upgrading minCompatible to 3"])
+                                     "Upgrading minCompatible to 3", "Erasure"])
 def test_every_required_procedure_has_a_section(section: str) -> None:
     assert section in headings()
 

@@ -101,6 +101,8 @@ def planted(event_type: str) -> tuple[dict[str, Any], list[str]]:
     if isinstance(delivery["body"].get("customer"), dict):
         delivery["body"]["customer"].update(email="PII-added@example.org", phone="PII-+15550100")
         values += ["PII-added@example.org", "PII-+15550100"]
+    delivery["body"].update(billing_street="PII-1 Added Street", customer_phone="PII-+15550101")
+    values += ["PII-1 Added Street", "PII-+15550101"]
     return delivery, values
 
 
@@ -123,6 +125,7 @@ def test_everything_else_of_the_delivery_is_kept(event_type: str) -> None:
         _remove(expected, path.split("."))
     if isinstance(expected["body"].get("customer"), dict):
         del expected["body"]["customer"]["email"], expected["body"]["customer"]["phone"]
+    del expected["body"]["billing_street"], expected["body"]["customer_phone"]
     raw = envelope_from_payload(deliveries.encode(delivery), timestamp_ms=1, region="r")["data"]["rawPayload"]
     assert json.loads(raw) == expected
 
@@ -148,6 +151,15 @@ def test_the_minimised_delivery_maps_to_the_same_envelope(event_type: str) -> No
     again = envelope_from_payload(first["data"]["rawPayload"], timestamp_ms=1, region="r")
     assert again == first
     assert first["data"]["customer"] is None or first["data"]["customer"]["email"] is None
+
+
+def test_a_field_added_after_the_definitions_is_judged_by_its_name() -> None:
+    delivery = deliveries.refund("evt-new-field", "r1", "o1", "completed", customer_id="3001")
+    delivery["body"].update(refund_note_amount=5, billing_postcode="PII-75001", customer_phone_number="PII-555")
+    delivery["extra_email"] = "PII@example.org"
+    envelope = envelope_from_payload(deliveries.encode(delivery), timestamp_ms=1, region="r")
+    raw = json.loads(envelope["data"]["rawPayload"])
+    assert raw["body"]["refund_note_amount"] == 5 and "PII" not in json.dumps(raw)
 
 
 def test_an_undescribed_type_keeps_only_its_type_and_id() -> None:
