@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     au = commands.add_parser("audit", help="check the ledger: balances, keys, order aggregates, accepted webhooks",
                              description="For every user paidBalance == sum(ledger.amount); every key credited once "
-                                         "database-wide (ledgerKeys claims and entries one to one); order aggregates "
+                                         "database-wide (each entry claimed by its ledgerKeys doc, an order's by its "
+                                         "aggregate); order aggregates "
                                          "consistent with their entries; every entry younger than the webhookEvents "
                                          "TTL has its event. With traffic logs: every 2xx-answered webhook has its "
                                          "webhookEvents doc or an unresolved dead letter (deadLetters), and "

@@ -115,7 +115,19 @@ def groups(pending: list[Pending]) -> list[list[Pending]]:
 
 
 def commit_writes(items: list[Pending], *, worker_region: str, now: dt.datetime, event_ttl_days: int) -> list[Write]:
-    """One atomic commit: each event doc, aggregate (conditioned), claims and entries; one Increment per wallet."""
+    """One atomic commit: each event doc, aggregate (conditioned), claims and entries; one Increment per wallet.
+
+    Writes (each a billed Firestore write): a crediting order 4 (event doc, aggregate, entry, wallet), a cycle 4
+    (event doc, `ledgerKeys` claim, entry, wallet), an ignored event 1; a wallet is written once per commit
+    however many of its user's events the commit holds.
+
+    A key is credited once database-wide (DESIGN §4). A cycle's key is claimed by its `ledgerKeys/{key}` doc,
+    created under an exists=false precondition. An order's keys (purchase, reversal, reinstatement, void) are
+    claimed by the order aggregate itself: only a commit that also writes `orders/{orderId}`, conditioned on the
+    version it read (or on its absence), writes them, and the aggregate lists every key written (`entries`), so
+    of two commits racing for a key one fails its precondition and is decided again on the new aggregate, which
+    shows the key written. A `ledgerKeys` doc for them was a second claim guarding the same thing (a fifth write).
+    """
     expires = now + dt.timedelta(days=event_ttl_days)
     deltas: dict[str, int] = {}
     writes: list[Write] = []
@@ -130,8 +142,9 @@ def commit_writes(items: list[Pending], *, worker_region: str, now: dt.datetime,
             writes.append(ReplaceIfUnchanged(f"orders/{d.order_id}", {"orderId": d.order_id, **d.aggregate.to_doc()},
                                              p.update_time, ("updatedAt",)))
         for key, entry in d.entries.items():
-            writes.append(Create(f"ledgerKeys/{key}", {"uid": d.uid, "eventId": env["eventId"],
-                                                       "amount": entry["amount"]}))
+            if d.aggregate is None:  # an order's keys are claimed by its aggregate (see above)
+                writes.append(Create(f"ledgerKeys/{key}", {"uid": d.uid, "eventId": env["eventId"],
+                                                           "amount": entry["amount"]}))
             writes.append(Create(f"users/{d.uid}/ledger/{key}", entry, ("createdAt",)))
         if REPLAYED_AT in p.event.message.attributes:  # an operator's replay resolves its dead letter here
             writes.append(resolve_dead_letter(p, worker_region=worker_region, now=now))

@@ -18,6 +18,16 @@ class LedgerState:
     def amounts(self, uid: str) -> dict[str, int]:
         return {k: int(e["amount"]) for k, e in self.entries.get(uid, {}).items()}
 
+    def claimed(self) -> dict[str, tuple[str, int]]:
+        """Every claimed key -> (uid, amount): a cycle's from its ledgerKeys doc, an order's from its aggregate
+        (the aggregate's uid and stored amount, signed by the key's kind)."""
+        found = {key: (str(c["uid"]), int(c["amount"])) for key, c in self.keys.items()}
+        for order in self.orders.values():
+            for key in order["entries"]:
+                sign = -1 if key.startswith(("reversal:", "reinstatement-void:")) else 1
+                found[key] = (str(order["uid"]), sign * int(order["amount"]))
+        return found
+
 
 def read_state(db: firestore.Client) -> LedgerState:
     entries: dict[str, dict[str, dict[str, Any]]] = {}
@@ -32,16 +42,20 @@ def read_state(db: firestore.Client) -> LedgerState:
 
 
 def check_invariants(state: LedgerState) -> None:
-    """paidBalance == sum(ledger) per user; claims <-> entries one to one; aggregates consistent with entries."""
+    """paidBalance == sum(ledger) per user; claims (ledgerKeys, or an order's aggregate) <-> entries one to one;
+    aggregates consistent with entries."""
     for uid in set(state.wallets) | set(state.entries):
         assert state.wallets.get(uid, 0) == sum(state.amounts(uid).values()), uid
     located = {key: uid for uid, book in state.entries.items() for key in book}
     assert sum(len(book) for book in state.entries.values()) == len(located), "a key in two users' ledgers"
-    assert set(state.keys) == set(located), "claims and entries differ"
+    by_aggregate = {key for order in state.orders.values() for key in order["entries"]}  # an order's claims
+    assert not set(state.keys) & by_aggregate, "an order's key with a ledgerKeys claim as well"
+    assert set(state.keys) | by_aggregate == set(located), "claims and entries differ"
     for key, claim in state.keys.items():
         entry = state.entries[located[key]][key]
         assert (claim["uid"], claim["eventId"], claim["amount"]) == (located[key], entry["eventId"], entry["amount"])
-        assert key in state.events[entry["eventId"]]["entryIds"], key
+    for key, uid in located.items():
+        assert key in state.events[state.entries[uid][key]["eventId"]]["entryIds"], key
     for order_id, order in state.orders.items():
         keys = {k for k in located if k.split(":", 1)[1] == order_id and not k.startswith("subscription:")}
         assert set(order["entries"]) == keys, order_id

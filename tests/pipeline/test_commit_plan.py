@@ -37,12 +37,11 @@ def test_a_purchase_and_a_cycle_of_one_user_in_one_commit() -> None:
     writes = commit_writes([pending(0, purchase), pending(1, cycle)], worker_region="europe-west1", now=NOW,
                            event_ttl_days=30)
     assert [(type(w).__name__, w.path) for w in writes] == [
-        ("Create", "webhookEvents/e1"), ("ReplaceIfUnchanged", "orders/o1"), ("Create", "ledgerKeys/purchase:o1"),
-        ("Create", "users/u1/ledger/purchase:o1"),
+        ("Create", "webhookEvents/e1"), ("ReplaceIfUnchanged", "orders/o1"), ("Create", "users/u1/ledger/purchase:o1"),
         ("Create", "webhookEvents/s1"), ("Create", "ledgerKeys/subscription:sub1:1"),
         ("Create", "users/u1/ledger/subscription:sub1:1"),
         ("Increment", "users/u1/wallet/points")]
-    event_doc, order, claim, entry = writes[:4]
+    event_doc, order, entry = writes[:3]
     assert isinstance(event_doc, Create) and event_doc.server_time == ("processedAt",)
     assert event_doc.fields["status"] == "applied" and event_doc.fields["workerRegion"] == "europe-west1"
     assert event_doc.fields["entryIds"] == ["purchase:o1"] and event_doc.fields["orderId"] == "o1"
@@ -51,7 +50,6 @@ def test_a_purchase_and_a_cycle_of_one_user_in_one_commit() -> None:
     assert isinstance(order, ReplaceIfUnchanged) and order.update_time is None  # created only if still absent
     assert (order.fields["orderId"], order.fields["uid"], order.fields["amount"], order.fields["entries"]) == (
         "o1", "u1", 40, ["purchase:o1"])
-    assert claim == Create("ledgerKeys/purchase:o1", {"uid": "u1", "eventId": "e1", "amount": 40})
     assert isinstance(entry, Create) and entry.fields["amount"] == 40 and entry.server_time == ("createdAt",)
     assert writes[-1] == Increment("users/u1/wallet/points", {"paidBalance": 40 + 50, "promoBalance": 0},
                                    ("updatedAt",))

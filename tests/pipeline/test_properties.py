@@ -241,6 +241,6 @@ def test_the_firestore_sink_ends_at_the_model(emulator: None, history: list[Item
         db.close()
     check_invariants(state)
     model = model_of(history)
-    found = {key: (claim["uid"], claim["amount"]) for key, claim in state.keys.items()}
+    found = state.claimed()
     assert found == expected_keys(model, found)
     assert nonzero(state.wallets) == nonzero(model.wallets())

@@ -190,6 +190,24 @@ def test_claims_and_entries_must_match_one_to_one() -> None:
     assert _audit(snapshot).failing() == {audit.DANGLING}
 
 
+def test_an_orders_key_is_claimed_by_its_aggregate_and_nothing_else_stands_in_for_a_claim() -> None:
+    """Since the pipeline stopped writing ledgerKeys docs for order keys, the aggregate listing the key for the
+    same user is its claim; a subscription key still needs its ledgerKeys doc."""
+    snapshot = _clean()
+    for key in [k for k in snapshot.claims if not k.startswith("subscription:")]:
+        del snapshot.claims[key]
+    assert _audit(snapshot, _traffic()).ok
+    snapshot.orders["o1"]["entries"].remove("reversal:o1")  # listed by no aggregate: unclaimed (and inconsistent)
+    assert _audit(snapshot).failing() == {audit.UNCLAIMED, audit.AGGREGATES}
+    snapshot = _clean()
+    del snapshot.claims["purchase:o1"]
+    snapshot.orders["o1"]["uid"] = U2  # listed, but for another user
+    assert audit.UNCLAIMED in _audit(snapshot).failing()
+    snapshot = _clean()
+    del snapshot.claims["subscription:s1:1"]
+    assert _audit(snapshot).failing() == {audit.UNCLAIMED}
+
+
 def test_a_ledger_internally_consistent_but_not_what_was_paid_for_is_caught_by_the_model() -> None:
     """o3's refund (e8) lost its effect everywhere at once: wallet, void entry, claim, event, aggregate flag."""
     snapshot = _clean()
