@@ -204,6 +204,15 @@ def test_a_field_nested_past_the_stored_depth_is_refused_not_a_recursion(depth: 
     assert (error.field, error.problem) == ("body", "nested deeper than 255 levels")
 
 
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30])
+def test_an_integer_past_64_bits_is_stored_exactly_not_as_a_float(number: int) -> None:
+    """orjson would read it as a float; the minimised copy keeps the delivery's own digits."""
+    delivery = order()
+    delivery["body"]["store_id"] = number
+    envelope = envelope_from_payload(d.encode(delivery), timestamp_ms=1, region="r")
+    assert json.loads(envelope["data"]["rawPayload"])["body"]["store_id"] == number
+
+
 def test_huge_exponent_is_a_type_error_not_a_crash() -> None:
     raw = d.encode(order()).replace(b'"total_amount":3000', b'"total_amount":1e9999999999')
     error = refused(raw)
