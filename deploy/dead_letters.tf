@@ -68,6 +68,7 @@ resource "google_logging_metric" "unresolved_dead_letter_age" {
       scale              = 60
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 locals {
@@ -87,6 +88,9 @@ resource "google_monitoring_alert_policy" "dead_letter_unresolved" {
       EOT
       duration            = "0s"
       evaluation_interval = "60s"
+      # A log-based metric has no series until its first matching line, and a new one is not visible to the
+      # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
+      disable_metric_validation = true
       labels = {
         severity = "ticket"
       }
@@ -97,7 +101,7 @@ resource "google_monitoring_alert_policy" "dead_letter_unresolved" {
     content   = "A payment has been dead-lettered for more than a day (an unmapped customer or product). RUNBOOK.md#dead-letters: `paynow dlq list --state open`."
     mime_type = "text/markdown"
   }
-  depends_on = [google_logging_metric.unresolved_dead_letter_age]
+  depends_on = [google_project_service.apis, google_logging_metric.unresolved_dead_letter_age]
 }
 
 resource "google_monitoring_alert_policy" "dead_letter_needs_engineer" {
@@ -108,11 +112,12 @@ resource "google_monitoring_alert_policy" "dead_letter_needs_engineer" {
   conditions {
     display_name = "PaynowDeadLetterNeedsEngineer: unresolved write_failed or wedged_key dead letters"
     condition_prometheus_query_language {
-      query               = <<-EOT
+      query                     = <<-EOT
         sum by (verdict) (rate(${local.promql_unresolved_age}_count{verdict=~"write_failed|wedged_key"}[10m])) > 0
       EOT
-      duration            = "0s"
-      evaluation_interval = "60s"
+      duration                  = "0s"
+      evaluation_interval       = "60s"
+      disable_metric_validation = true # as above: the metric may not be visible to the alerting API yet
       labels = {
         severity = "page"
       }
@@ -123,5 +128,5 @@ resource "google_monitoring_alert_policy" "dead_letter_needs_engineer" {
     content   = "Firestore refused a ledger write for good, or an event's precondition can never hold: a payment is stuck until an engineer acts. RUNBOOK.md#dead-letters."
     mime_type = "text/markdown"
   }
-  depends_on = [google_logging_metric.unresolved_dead_letter_age]
+  depends_on = [google_project_service.apis, google_logging_metric.unresolved_dead_letter_age]
 }

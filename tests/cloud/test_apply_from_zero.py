@@ -44,6 +44,7 @@ RESOURCE_API = {
     "google_firestore_backup_schedule": "firestore.googleapis.com",
     "google_firestore_database": "firestore.googleapis.com",
     "google_firestore_field": "firestore.googleapis.com",
+    "google_firestore_index": "firestore.googleapis.com",
     "google_logging_metric": "logging.googleapis.com",
     "google_logging_project_exclusion": "logging.googleapis.com",
     "google_monitoring_alert_policy": "monitoring.googleapis.com",
