@@ -81,11 +81,19 @@ resource "google_pubsub_topic_iam_member" "pipeline_dlq_publish" {
   member   = "serviceAccount:${google_service_account.pipeline[each.key].email}"
 }
 
-# Staging and temp files of the job, and the Flex Template spec the launcher reads.
+# Staging and temp files of the job.
 resource "google_storage_bucket_iam_member" "pipeline_bucket" {
   for_each = var.regions
   bucket   = google_storage_bucket.dataflow.name
   role     = "roles/storage.objectAdmin"
+  member   = "serviceAccount:${google_service_account.pipeline[each.key].email}"
+}
+
+# The Flex Template spec the launcher reads: read only (main.tf: only the builder writes template specs).
+resource "google_storage_bucket_iam_member" "pipeline_templates" {
+  for_each = var.regions
+  bucket   = google_storage_bucket.templates.name
+  role     = "roles/storage.objectViewer"
   member   = "serviceAccount:${google_service_account.pipeline[each.key].email}"
 }
 
@@ -119,6 +127,13 @@ resource "google_artifact_registry_repository_iam_member" "builder_push" {
 resource "google_storage_bucket_iam_member" "builder_source" {
   bucket = google_storage_bucket.dataflow.name
   role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.builder.email}"
+}
+
+# The template spec: the build's last step writes gs://PROJECT-templates/paynow-ledger-TAG.json (the only writer).
+resource "google_storage_bucket_iam_member" "builder_templates" {
+  bucket = google_storage_bucket.templates.name
+  role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${google_service_account.builder.email}"
 }
 

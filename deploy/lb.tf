@@ -60,9 +60,11 @@ resource "google_compute_backend_service" "ingress" {
     }
   }
 
+  security_policy = google_compute_security_policy.edge.id # edge.tf
+
   log_config {
     enable      = true
-    sample_rate = 1.0
+    sample_rate = var.lb_log_sample_rate # edge.tf: the ingress logs every webhook already
   }
 }
 
@@ -129,6 +131,7 @@ resource "google_compute_target_https_proxy" "ingress" {
   name             = "paynow-ingress"
   url_map          = google_compute_url_map.ingress.id
   ssl_certificates = [google_compute_managed_ssl_certificate.ingress.id]
+  ssl_policy       = google_compute_ssl_policy.edge.id # edge.tf: TLS 1.2 minimum
 }
 
 resource "google_compute_global_forwarding_rule" "ingress" {

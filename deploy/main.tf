@@ -39,9 +39,53 @@ resource "google_artifact_registry_repository" "paynow" {
   format        = "DOCKER"
   description   = "paynow-ingress and paynow-ledger-pipeline (Flex Template launcher + worker) images"
   depends_on    = [google_project_service.apis]
+
+  # Storage is billed per GB-month: each build pushes a new image of every kind. Keep the 10 newest versions of
+  # each image (a rollback needs the previous ones; RUNBOOK.md "Rollback"), delete the rest after 30 days.
+  cleanup_policy_dry_run = false
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "2592000s"
+    }
+  }
 }
 
-# Flex Template specs, staging and temp files of the Dataflow jobs (scripts/flex-template.sh).
+# Flex Template specs (scripts/flex-template.sh image writes them from Cloud Build): writable by paynow-builder only;
+# the pipeline accounts and operators read them (iam.tf, oncall.tf). Versioned: a spec overwritten by mistake can be
+# brought back.
+resource "google_storage_bucket" "templates" {
+  name                        = "${var.project_id}-templates"
+  location                    = "US"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  depends_on                  = [google_project_service.apis]
+
+  versioning {
+    enabled = true
+  }
+}
+
+# Cloud Run's own request log repeats, for every webhook, what the ingress's JSON line already says (and the LB
+# log samples); excluded from ingestion, it is not billed. The ingress's stdout lines (run.googleapis.com/stdout)
+# stay: the log-based metrics read them.
+resource "google_logging_project_exclusion" "ingress_request_log" {
+  name        = "paynow-ingress-request-log"
+  description = "Cloud Run request log of paynow-ingress: the ingress writes its own line per request"
+  filter      = "LOG_ID(\"run.googleapis.com/requests\") AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.ingress_service_name}\""
+  depends_on  = [google_project_service.apis]
+}
+
+# Staging and temp files of the Dataflow jobs, Cloud Build source archives, Firestore exports (RUNBOOK.md).
 resource "google_storage_bucket" "dataflow" {
   name                        = "${var.project_id}-dataflow"
   location                    = "US"

@@ -31,6 +31,8 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str, str]]] = {
         ("google_pubsub_subscription_iam_member", "roles/pubsub.viewer", "google_pubsub_subscription.pipeline"),
         ("google_pubsub_topic_iam_member", "roles/pubsub.publisher", "google_pubsub_topic.dlq"),
         ("google_storage_bucket_iam_member", "roles/storage.objectAdmin", "google_storage_bucket.dataflow"),
+        # template specs: read only, the builder alone writes them (issue 22)
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer", "google_storage_bucket.templates"),
         ("google_artifact_registry_repository_iam_member", "roles/artifactregistry.reader",
          "google_artifact_registry_repository.paynow"),
     },
@@ -39,14 +41,18 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str, str]]] = {
          "google_artifact_registry_repository.paynow"),
         ("google_storage_bucket_iam_member", "roles/storage.objectViewer", "google_storage_bucket.dataflow"),
         ("google_project_iam_member", "roles/logging.logWriter", "var.project_id"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectAdmin", "google_storage_bucket.templates"),
     },
-    # People who build images and launch the Flex Template jobs.
+    # People who build images and launch the Flex Template jobs, and run every RUNBOOK.md command (deploy/oncall.tf).
     "var.operators": {
         ("google_project_iam_member", "roles/dataflow.developer", "var.project_id"),
         ("google_project_iam_member", "roles/cloudbuild.builds.editor", "var.project_id"),
         ("google_service_account_iam_member", "roles/iam.serviceAccountUser", "google_service_account.pipeline"),
         ("google_service_account_iam_member", "roles/iam.serviceAccountUser", "google_service_account.builder"),
         ("google_storage_bucket_iam_member", "roles/storage.objectAdmin", "google_storage_bucket.dataflow"),
+        ("google_project_iam_member", "${google_project_iam_custom_role.oncall.id}", "var.project_id"),
+        ("google_service_account_iam_member", "roles/iam.serviceAccountUser", "google_service_account.ingress"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer", "google_storage_bucket.templates"),
     },
     # issue K: one reconciler (a Cloud Run job in the primary region), not per region
     "google_service_account.reconcile": {
@@ -376,7 +382,8 @@ def test_ingress_image_builds_from_repository_sources_and_runs_the_ingress() -> 
             for source in args.split()[:-1]:
                 assert (ROOT / source).exists(), source
     assert ["CMD", '["python", "-m", "ingress"]'] in lines
-    assert ["FROM", "python:3.11-slim"] in lines
+    [base] = [args for op, args in lines if op == "FROM"]
+    assert base.startswith("python:3.11-slim@sha256:")  # pinned by digest (tests/cloud/test_supply_chain.py)
     build = (DEPLOY / "cloudbuild-ingress.yaml").read_text()
     assert '"--file", "deploy/ingress.Dockerfile"' in build
 

@@ -79,10 +79,10 @@ def test_flex_template_invocations_use_real_actions_and_settings() -> None:
     for call in calls:
         words = shlex.split(call)
         at = words.index("scripts/flex-template.sh")
-        assert words[at + 1] in {"image", "build", "run", "update", "all"}, call
+        assert words[at + 1] in {"image", "build", "run", "update", "replace", "all"}, call
         for assignment in words[:at]:
             assert assignment.split("=")[0] in settings, (call, assignment)
-        if words[at + 1] in {"run", "update"}:
+        if words[at + 1] in {"run", "update", "replace"}:
             # The script refuses run/update without TAG (a local HEAD is rarely a template that was built).
             assert any(a.startswith("TAG=") for a in words[:at]), f"{call}: no TAG"
 
@@ -109,3 +109,28 @@ def test_resource_names_in_commands_are_the_deployed_ones() -> None:
     for secret in config.of_type("google_secret_manager_secret").values():
         assert secret["secret_id"] in RUNBOOK
     assert Path(ROOT / "ops" / "admin" / "catalog.py").read_text().count("def map_customer") == 1
+
+
+def test_the_current_tag_comes_from_the_jobs_own_labels() -> None:
+    """`gcloud dataflow jobs list` never returns labels (issue 22: every TAG=$CURRENT_TAG step aborted); the job's
+    full record does, and scripts/flex-template.sh sets the label it is read from."""
+    [line] = [c for c in shell_commands() if c.startswith("export CURRENT_TAG=")]
+    assert "gcloud dataflow jobs describe" in line and "--full" in line and "labels.template_tag" in line
+    assert "jobs list" not in line
+    assert "template_tag=${TAG}" in SCRIPT
+
+
+def test_restore_pauses_and_resumes_the_reconcile_schedule() -> None:
+    """A reconcile run during a restore would re-publish what the half-restored ledger lacks."""
+    section = RUNBOOK.split("\n## Restoring the ledger\n", 1)[1].split("\n## ", 1)[0]
+    job = load().resource("google_cloud_scheduler_job", "reconcile")["name"]
+    pause = section.index(f"gcloud scheduler jobs pause {job} --location=$PRIMARY")
+    drain = section.index("gcloud dataflow jobs drain")
+    seek = section.index("gcloud pubsub subscriptions seek")
+    resume = section.index(f"gcloud scheduler jobs resume {job} --location=$PRIMARY")
+    assert pause < drain < seek < resume
+
+
+def test_drain_then_run_and_name_mappings_are_documented() -> None:
+    assert "scripts/flex-template.sh replace" in RUNBOOK
+    assert "TRANSFORM_NAME_MAPPINGS=" in RUNBOOK and "TRANSFORM_NAME_MAPPINGS" in SCRIPT

@@ -55,6 +55,14 @@ def flag_values(words: list[str], flag: str) -> list[str]:
     return [words[i + 1] for i, word in enumerate(words) if word == flag]
 
 
+def launches(commands: list[list[str]]) -> list[list[str]]:
+    return [c for c in commands if c[:4] == ["gcloud", "dataflow", "flex-template", "run"]]
+
+
+def template_checks(commands: list[list[str]]) -> list[list[str]]:
+    return [c for c in commands if c[:4] == ["gcloud", "storage", "objects", "describe"]]
+
+
 # --- metadata.json ---------------------------------------------------------------------------------------------
 
 def test_metadata_parameters_are_exactly_the_pipeline_flags_in_order() -> None:
@@ -131,7 +139,19 @@ def test_regexes_refuse_what_the_pipeline_refuses_on_dataflow() -> None:
     assert not re.fullmatch(regexes["subscription"], "paynow-events-pipeline")
     assert not re.fullmatch(regexes["dlq_topic"], "projects/p/subscriptions/x")
     assert not re.fullmatch(regexes["read_mode"], "acking")
-    assert re.fullmatch(regexes["min_compatible"], "3") and not re.fullmatch(regexes["min_compatible"], "4")
+
+
+def test_min_compatible_accepts_exactly_the_codecs_versions() -> None:
+    """1..CURRENT_VERSION, derived from the codec: a template frozen at v3 could never be raised to 4 (issue 22)."""
+    from schemas.codec import CURRENT_VERSION
+
+    regex = {p["name"]: p["regexes"][0] for p in metadata()["parameters"]}["min_compatible"]
+    accepted = [n for n in range(-1, 100) if re.fullmatch(regex, str(n))]
+    assert accepted == list(range(1, CURRENT_VERSION + 1)), accepted
+    assert all(pipeline_accepts("min_compatible", str(n)) for n in accepted)
+    assert not pipeline_accepts("min_compatible", str(CURRENT_VERSION + 1))
+    help_text = {p["name"]: p["helpText"] for p in metadata()["parameters"]}["min_compatible"]
+    assert f"1 to {CURRENT_VERSION}" in help_text
 
 
 # --- Dockerfile ------------------------------------------------------------------------------------------------
@@ -139,7 +159,7 @@ def test_regexes_refuse_what_the_pipeline_refuses_on_dataflow() -> None:
 def test_dockerfile_beam_sdk_image_matches_setup_pin() -> None:
     images = [args.split()[0] for op, args in dockerfile() if op == "FROM"]
     sdk = [image for image in images if image.startswith("apache/beam_python")]
-    assert sdk == [f"apache/beam_python3.11_sdk:{setup_beam_version()}"]
+    assert [i.split("@")[0] for i in sdk] == [f"apache/beam_python3.11_sdk:{setup_beam_version()}"]
 
 
 def test_dockerfile_launcher_and_sdk_share_the_python_version() -> None:
@@ -207,33 +227,43 @@ def test_run_and_update_need_an_explicit_tag_and_check_the_template_exists() -> 
         result = subprocess.run(["bash", str(SCRIPT), action], capture_output=True, text=True, timeout=20,
                                 env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "PROJECT": "paynow-prod"})
         assert result.returncode != 0 and "set TAG to a built template" in result.stderr, result.stderr
-    check, launch = dry_run("run")
-    assert check[:4] == ["gcloud", "storage", "objects", "describe"]
+    commands = dry_run("run")
+    [check], [launch] = template_checks(commands), launches(commands)
+    assert commands.index(check) < commands.index(launch)
     assert check[4] == flag_values(launch, "--template-file-gcs-location")[0]
 
 
 def test_run_passes_every_template_parameter_once_with_a_valid_value() -> None:
-    [words] = dry_run("run")[1:]
-    assert words[:4] == ["gcloud", "dataflow", "flex-template", "run"]
+    [words] = launches(dry_run("run"))
     pairs = [value.split("=", 1) for value in flag_values(words, "--parameters")]
     given = dict(pairs)
     assert len(given) == len(pairs), "a parameter is given twice"
     regexes = {p["name"]: p["regexes"] for p in metadata()["parameters"]}
     # Beam's own options that the template needs besides the pipeline's flags.
     assert set(given) == set(regexes) | {"sdk_container_image", "sdk_harness_log_level_overrides"}
+    # DEBUG: the per-event lines the log-based metrics read (deploy/README.md "Cost": why not INFO yet)
     assert json.loads(given["sdk_harness_log_level_overrides"]) == {"pipeline": "DEBUG"}
     for name, value in given.items():
         assert all(re.fullmatch(r, value) for r in regexes.get(name, [".+"])), (name, value)
 
 
 def test_build_and_run_use_one_image_and_one_template_file() -> None:
-    image_cmd, build_cmd, _check, run_cmd = dry_run("all")
-    substitution = flag_values(image_cmd, "--substitutions")[0]
-    image = substitution.removeprefix("_IMAGE=")
-    assert flag_values(build_cmd, "--image") == [image]
-    assert flag_values(build_cmd, "--metadata-file") == ["templates/metadata.json"]
-    assert flag_values(build_cmd, "--sdk-language") == ["PYTHON"]
-    assert build_cmd[4] == flag_values(run_cmd, "--template-file-gcs-location")[0]
+    commands = dry_run("all")
+    image_cmd, [run_cmd] = commands[0], launches(commands)
+    assert image_cmd[:3] == ["gcloud", "builds", "submit"]
+    substitutions = dict(pair.split("=", 1) for pair in flag_values(image_cmd, "--substitutions")[0].split(","))
+    image, template = substitutions["_IMAGE"], substitutions["_TEMPLATE"]
+    # The spec is written inside the Cloud Build, as the builder (the only writer of the templates bucket).
+    config = yaml.safe_load((TEMPLATES / "cloudbuild.yaml").read_text())
+    [build_step] = [step["args"] for step in config["steps"] if step.get("entrypoint") == "gcloud"]
+    assert build_step[:4] == ["dataflow", "flex-template", "build", "${_TEMPLATE}"]
+    assert flag_values(build_step, "--image") == ["${_IMAGE}"]
+    assert flag_values(build_step, "--metadata-file") == ["templates/metadata.json"]
+    assert flag_values(build_step, "--sdk-language") == ["PYTHON"]
+    assert [s["args"][:2] for s in config["steps"]].index(["push", "${_IMAGE}"]) < config["steps"].index(
+        next(s for s in config["steps"] if s.get("entrypoint") == "gcloud"))
+    assert template == flag_values(run_cmd, "--template-file-gcs-location")[0]
+    assert template.startswith("gs://paynow-prod-templates/")
     assert f"sdk_container_image={image}" in flag_values(run_cmd, "--parameters")
     assert image.endswith(":t1")
     # Built as the build account deploy/iam.tf grants, from a source archive in the bucket it may read.
@@ -243,9 +273,97 @@ def test_build_and_run_use_one_image_and_one_template_file() -> None:
 
 
 def test_standby_job_runs_in_its_region_with_its_own_service_account() -> None:
-    [words] = dry_run("update", REGION="europe-west1", ROLE="standby")[1:]
+    [words] = launches(dry_run("update", REGION="europe-west1", ROLE="standby"))
     assert "--update" in words
     assert flag_values(words, "--region") == ["europe-west1"]
     account = "pipe-europe-west1@paynow-prod.iam.gserviceaccount.com"  # deploy/iam.tf account_id
     assert flag_values(words, "--service-account-email") == [account]
     assert words[4] == "paynow-ledger-europe-west1"
+
+
+# --- the running job's settings survive an update; drain-then-run; renamed steps -----------------------------
+
+STUB_GCLOUD = """#!/bin/bash
+printf '%s\\n' "$*" >> "$GCLOUD_LOG"
+case "$*" in
+  "dataflow jobs list "*) echo "${STUB_JOB_ID-2026-12-03_01_02_03-42}" ;;
+  "dataflow jobs describe "*"labels.min_compatible"*) echo "${STUB_MIN_COMPATIBLE-}" ;;
+  "dataflow jobs describe "*"currentState"*) echo JOB_STATE_DRAINED ;;
+  "storage objects describe "*) echo paynow-ledger-t1.json ;;
+esac
+"""
+
+
+def with_stub_gcloud(tmp_path: Path, command: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run the script for real against a stand-in gcloud that answers the job queries and records every call."""
+    (tmp_path / "gcloud").write_text(STUB_GCLOUD)
+    (tmp_path / "gcloud").chmod(0o755)
+    log = tmp_path / "calls.log"
+    result = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{tmp_path}:/usr/bin:/bin", "PROJECT": "paynow-prod", "TAG": "t1",
+                                 "GCLOUD_LOG": str(log), **env})
+    return result, log.read_text().splitlines() if log.exists() else []
+
+
+def launch_parameters(call: str) -> dict[str, str]:
+    words = shlex.split(call)
+    return dict(v.split("=", 1) for v in flag_values(words, "--parameters"))
+
+
+def test_update_keeps_the_running_jobs_min_compatible_unless_told(tmp_path: Path) -> None:
+    """Issue 22: `update` sent min_compatible=2 whatever the job ran with, silently undoing a raise to 3."""
+    result, calls = with_stub_gcloud(tmp_path, "update", STUB_MIN_COMPATIBLE="3")
+    assert result.returncode == 0, result.stderr
+    [describe] = [c for c in calls if c.startswith("dataflow jobs describe")]
+    assert "--full" in describe and "labels.min_compatible" in describe
+    [launch] = [c for c in calls if c.startswith("dataflow flex-template run")]
+    assert launch_parameters(launch)["min_compatible"] == "3" and "--update" in launch
+    assert "min_compatible=3" in flag_values(shlex.split(launch), "--additional-user-labels")[0]
+    # told otherwise: the explicit value wins and the job is not asked
+    told = tmp_path / "told"
+    told.mkdir()
+    result, calls = with_stub_gcloud(told, "update", STUB_MIN_COMPATIBLE="3", MIN_COMPATIBLE="2")
+    [launch] = [c for c in calls if c.startswith("dataflow flex-template run")]
+    assert launch_parameters(launch)["min_compatible"] == "2"
+    assert not [c for c in calls if c.startswith("dataflow jobs describe")]
+
+
+def test_update_refuses_to_guess_when_the_job_has_no_min_compatible_label(tmp_path: Path) -> None:
+    result, calls = with_stub_gcloud(tmp_path, "update", STUB_MIN_COMPATIBLE="")
+    assert result.returncode != 0 and "set MIN_COMPATIBLE explicitly" in result.stderr
+    assert not [c for c in calls if c.startswith("dataflow flex-template run")]
+    result, calls = with_stub_gcloud(tmp_path, "update", STUB_JOB_ID="")
+    assert result.returncode != 0 and "start one with run" in result.stderr
+
+
+def test_run_takes_the_newest_jobs_value_and_two_for_a_first_launch(tmp_path: Path) -> None:
+    _, calls = with_stub_gcloud(tmp_path, "run", STUB_MIN_COMPATIBLE="3")
+    assert any(c.startswith("dataflow jobs list") and "--status all" in c for c in calls)
+    [launch] = [c for c in calls if c.startswith("dataflow flex-template run")]
+    assert launch_parameters(launch)["min_compatible"] == "3" and "--update" not in launch
+    first = tmp_path / "first"
+    first.mkdir()
+    _, calls = with_stub_gcloud(first, "run", STUB_JOB_ID="")
+    [launch] = [c for c in calls if c.startswith("dataflow flex-template run")]
+    assert launch_parameters(launch)["min_compatible"] == "2"
+
+
+def test_replace_drains_waits_for_drained_then_starts_a_new_job(tmp_path: Path) -> None:
+    result, calls = with_stub_gcloud(tmp_path, "replace", STUB_MIN_COMPATIBLE="3")
+    assert result.returncode == 0, result.stderr
+    kinds = [" ".join(c.split()[:3]) for c in calls]
+    drain, state = kinds.index("dataflow jobs drain"), calls.index(next(c for c in calls if "currentState" in c))
+    launch = kinds.index("dataflow flex-template run")
+    assert drain < state < launch
+    assert "2026-12-03_01_02_03-42" in calls[drain]
+    assert "--update" not in calls[launch] and launch_parameters(calls[launch])["min_compatible"] == "3"
+
+
+def test_transform_name_mappings_go_to_the_update_only(tmp_path: Path) -> None:
+    mappings = '{"ApplyToLedger":"ApplyToLedgerV2"}'
+    [update] = launches(dry_run("update", TRANSFORM_NAME_MAPPINGS=mappings))
+    assert flag_values(update, "--transform-name-mappings") == [mappings]
+    [plain] = launches(dry_run("update"))
+    assert "--transform-name-mappings" not in plain
+    [run] = launches(dry_run("run", TRANSFORM_NAME_MAPPINGS=mappings))
+    assert "--transform-name-mappings" not in run
