@@ -78,7 +78,11 @@ locals {
 resource "google_monitoring_alert_policy" "dead_letter_unresolved" {
   display_name          = "paynow: a dead letter unresolved for more than a day"
   combiner              = "OR"
+  severity              = "WARNING"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "ticket"
+  }
 
   conditions {
     display_name = "PaynowDeadLetterUnresolved: oldest unresolved dead letter > 1 day"
@@ -107,7 +111,11 @@ resource "google_monitoring_alert_policy" "dead_letter_unresolved" {
 resource "google_monitoring_alert_policy" "dead_letter_needs_engineer" {
   display_name          = "paynow: unresolved write_failed or wedged_key dead letters (page)"
   combiner              = "OR"
+  severity              = "CRITICAL"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "page"
+  }
 
   conditions {
     display_name = "PaynowDeadLetterNeedsEngineer: unresolved write_failed or wedged_key dead letters"

@@ -167,19 +167,26 @@ resource "google_logging_metric" "region_failover_events" {
 # --- alerts (DESIGN §6 thresholds) -------------------------------------------------------------------------
 
 resource "google_monitoring_alert_policy" "region_outage" {
-  display_name          = "paynow: region outage (requests arriving, none succeeding, for 5 min)"
+  display_name          = "paynow: region outage (requests failing 5xx, none succeeding, for 5 min)"
   combiner              = "OR"
+  severity              = "CRITICAL"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "page"
+  }
 
   conditions {
-    display_name = "PaynowRegionOutage: webhooks reach a region and none is answered 2xx"
+    display_name = "PaynowRegionOutage: webhooks in a region answered 5xx and none 2xx (15 min windows)"
     condition_prometheus_query_language {
       query               = <<-EOT
-        (sum by (region) (increase(${local.promql_responses}[1m])) > 0
-          unless on (region) sum by (region) (increase(${local.promql_responses}{status=~"2.."}[1m])) > 0)
+        (sum by (region) (increase(${local.promql_responses}{status=~"5.."}[15m])) > 0
+          unless on (region) sum by (region) (increase(${local.promql_responses}{status=~"2.."}[15m])) > 0)
       EOT
       duration            = "300s"
       evaluation_interval = "60s"
+      labels = {
+        severity = "page"
+      }
       # A log-based metric has no series until its first matching line, and a new one is not visible to the
       # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
       disable_metric_validation = true
@@ -187,7 +194,7 @@ resource "google_monitoring_alert_policy" "region_outage" {
   }
 
   documentation {
-    content   = "Webhooks reach a region and none succeeds, for 5 minutes (a region without traffic is not an outage). RUNBOOK.md#failover."
+    content   = "Webhooks reaching a region fail (5xx) and none succeeds, for 5 minutes; 15-minute windows keep it firing at night-time traffic (a region without traffic, or with only refused requests, is not an outage; what the load balancer answers itself pages as PaynowLb5xxShare / PaynowHealthzDown, paging.tf). RUNBOOK.md#failover."
     mime_type = "text/markdown"
   }
   depends_on = [google_logging_metric.webhook_responses]
@@ -196,7 +203,11 @@ resource "google_monitoring_alert_policy" "region_outage" {
 resource "google_monitoring_alert_policy" "eu_ack_latency" {
   display_name          = "paynow: EU ACK p95 > 2x US ACK p95 for 15 min"
   combiner              = "OR"
+  severity              = "WARNING"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "ticket"
+  }
 
   conditions {
     display_name = "PaynowEuAckLatencySkew: ACK p95 ${var.secondary_region} > 2 x ${var.primary_region}"
@@ -207,6 +218,9 @@ resource "google_monitoring_alert_policy" "eu_ack_latency" {
       EOT
       duration            = "900s"
       evaluation_interval = "60s"
+      labels = {
+        severity = "ticket"
+      }
       # A log-based metric has no series until its first matching line, and a new one is not visible to the
       # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
       disable_metric_validation = true
@@ -223,7 +237,11 @@ resource "google_monitoring_alert_policy" "eu_ack_latency" {
 resource "google_monitoring_alert_policy" "dlq_burst" {
   display_name          = "paynow: DLQ > 10 in 5 min"
   combiner              = "OR"
+  severity              = "WARNING"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "ticket"
+  }
 
   conditions {
     display_name = "PaynowDlqBurst: dead letters in 5 min > 10"
@@ -233,6 +251,9 @@ resource "google_monitoring_alert_policy" "dlq_burst" {
       EOT
       duration            = "0s"
       evaluation_interval = "60s"
+      labels = {
+        severity = "ticket"
+      }
       # A log-based metric has no series until its first matching line, and a new one is not visible to the
       # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
       disable_metric_validation = true
@@ -249,7 +270,11 @@ resource "google_monitoring_alert_policy" "dlq_burst" {
 resource "google_monitoring_alert_policy" "schema_drops" {
   display_name          = "paynow: schema drops > 0.1% for 10 min"
   combiner              = "OR"
+  severity              = "WARNING"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "ticket"
+  }
 
   conditions {
     display_name = "PaynowSchemaDrops: schema-verdict dead letters / consumed > 0.001"
@@ -261,6 +286,9 @@ resource "google_monitoring_alert_policy" "schema_drops" {
       EOT
       duration            = "600s"
       evaluation_interval = "60s"
+      labels = {
+        severity = "ticket"
+      }
       # A log-based metric has no series until its first matching line, and a new one is not visible to the
       # alerting API for a while: validation would fail the first apply ("Cannot find metric(s)").
       disable_metric_validation = true

@@ -200,13 +200,19 @@ resource "google_monitoring_alert_policy" "reconcile_recovered" {
   combiner              = "OR"
   severity              = "ERROR"
   notification_channels = var.notification_channels
+  user_labels = {
+    severity = "ticket"
+  }
 
   conditions {
     display_name = "PaynowReconcileRecovered: reconcile_recovered_events > 0"
     condition_prometheus_query_language {
-      query                     = "sum(increase(logging_googleapis_com:user_paynow_reconcile_recovered_events[5m])) > 0"
-      duration                  = "0s"
-      evaluation_interval       = "60s"
+      query               = "sum(increase(logging_googleapis_com:user_paynow_reconcile_recovered_events[5m])) > 0"
+      duration            = "0s"
+      evaluation_interval = "60s"
+      labels = {
+        severity = "ticket"
+      }
       disable_metric_validation = true # no series before the first recovery (monitoring.tf)
     }
   }

@@ -47,7 +47,8 @@ POLICY = {"region_outage": "PaynowRegionOutage", "eu_ack_latency": "PaynowEuAckL
           # the dead-letter alerts (deploy/dead_letters.tf)
           "dead_letter_unresolved": "PaynowDeadLetterUnresolved",
           "dead_letter_needs_engineer": "PaynowDeadLetterNeedsEngineer"}
-SEVERITY = {"dead_letter_unresolved": "ticket", "dead_letter_needs_engineer": "page"}
+SEVERITY = {"dead_letter_unresolved": "ticket", "dead_letter_needs_engineer": "page", "region_outage": "page",
+            "eu_ack_latency": "ticket", "dlq_burst": "ticket", "schema_drops": "ticket"}
 # The claim "same PromQL": each local series (with any matcher it drops) and its Cloud Monitoring twin.
 RENAME = [
     ('paynow_webhook_ack_seconds_bucket{outcome=~"accepted|duplicate",',  # the log metric keeps ACK lines only
@@ -126,7 +127,9 @@ def seconds(duration: str) -> int:
 
 def test_there_are_exactly_the_four_design_alerts() -> None:
     policies = load().of_type("google_monitoring_alert_policy")
-    assert set(policies) == set(POLICY) | {"reconcile_recovered"}  # + reconciliation's (deploy/reconcile.tf)
+    # + reconciliation's (deploy/reconcile.tf) and the cloud-only pages (deploy/paging.tf, tests/cloud/test_paging.py)
+    assert set(policies) == set(POLICY) | {"reconcile_recovered"} | {
+        "healthz_down", "lb_5xx_share", "pipeline_stalled", "pipeline_lagging", "reconcile_failing"}
     for name, body in ((name, policies[name]) for name in POLICY):
         assert body["notification_channels"] == "${var.notification_channels}", name
         assert "RUNBOOK.md" in block(body, "documentation")["content"], name

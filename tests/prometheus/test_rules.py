@@ -43,6 +43,33 @@ def test_promtool_test_rules() -> None:
     assert "SUCCESS" in result.stdout
 
 
+CLOUD_RULES = prometheus.RULES.with_name("cloud_rules.yml")  # Cloud Monitoring series only (deploy/paging.tf)
+CLOUD_UNIT_TESTS = HERE / "cloud_rules_test.yml"
+
+
+def test_promtool_checks_and_tests_the_cloud_only_rules() -> None:
+    result = promtool("check", "rules", str(CLOUD_RULES))
+    assert result.returncode == 0 and "SUCCESS: 5 rules found" in result.stdout, result.stdout + result.stderr
+    result = promtool("test", "rules", str(CLOUD_UNIT_TESTS))
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_cloud_alert_fires_and_stays_silent_in_some_history_with_sparse_traffic() -> None:
+    doc = yaml.safe_load(CLOUD_UNIT_TESTS.read_text())
+    assert doc["rule_files"] == ["../../deploy/prometheus/cloud_rules.yml"]
+    alerts = {r["alert"] for g in yaml.safe_load(CLOUD_RULES.read_text())["groups"] for r in g["rules"]}
+    fires = {c["alertname"] for t in doc["tests"] for c in t.get("alert_rule_test", []) if c["exp_alerts"]}
+    silent = {c["alertname"] for t in doc["tests"] for c in t.get("alert_rule_test", []) if not c["exp_alerts"]}
+    assert fires == silent == alerts
+    assert any("night" in t["name"] for t in doc["tests"])
+
+
+def test_the_outage_alert_is_proven_on_sparse_failures_and_on_a_scanner() -> None:
+    names = [t["name"] for t in yaml.safe_load(UNIT_TESTS.read_text())["tests"]]
+    assert any("night-time" in n and "fires" in n for n in names)
+    assert any("scanner" in n and "silent" in n for n in names)
+
+
 def test_the_file_defines_exactly_the_five_metrics_and_four_alerts_at_the_design_durations() -> None:
     assert {r["record"] for r in rules() if "record" in r} == DESIGN_METRICS
     assert {r["alert"]: r.get("for") for r in rules() if "alert" in r} == DESIGN_ALERTS
