@@ -76,7 +76,8 @@ def test_every_region_has_a_private_google_access_subnet_and_the_launch_uses_it(
     for region in ("us-central1", "europe-west1"):
         out = subprocess.run(["bash", str(ROOT / "scripts" / "flex-template.sh"), "run"], capture_output=True,
                              text=True, timeout=20, check=True,
-                             env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "PROJECT": "p", "TAG": "t", "REGION": region})
+                             env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "PROJECT": "p", "TAG": "t",
+                                  "REGION": region})
         [launch] = [line for line in out.stdout.splitlines() if "flex-template run" in line]
         assert f"--subnetwork https://www.googleapis.com/compute/v1/projects/p/regions/{region}/subnetworks/" \
                f"paynow-dataflow-{region} " in launch
