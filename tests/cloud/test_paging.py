@@ -89,3 +89,18 @@ def test_the_outage_alert_counts_only_failures_with_night_time_windows() -> None
     assert windows and min(windows) >= 600, "a window shorter than 10 min goes quiet between night-time retries"
     counted = re.findall(r"paynow_webhook_responses_total(\{[^}]*\})?\[", expr)
     assert counted == ['{status=~"5.."}', '{status=~"2.."}'], counted
+
+
+@pytest.mark.parametrize("unit_tests", ["rules_test.yml", "cloud_rules_test.yml"])
+def test_promtool_proves_the_alerts_in_cloud_check(unit_tests: str) -> None:
+    """`make cloud-check` runs tests/cloud only: the promtool proofs of both rules files run here too."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install Debian's `prometheus` (scripts/install-system-deps.sh)")
+    path = DEPLOY.parent / "tests" / "prometheus" / unit_tests
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
