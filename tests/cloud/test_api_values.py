@@ -57,6 +57,30 @@ REPOSITORY_FORMATS = {"DOCKER", "MAVEN", "NPM", "APT", "YUM", "PYTHON", "KFP", "
 # lifecycle.rule[].action.type)
 PUBLIC_ACCESS_PREVENTION = {"enforced", "inherited"}
 LIFECYCLE_ACTIONS = {"Delete", "SetStorageClass", "AbortIncompleteMultipartUpload"}
+# Issue 22 additions below (SSL and security policies, firewall, severity, cleanup policies, uptime resources): written
+# from these reference pages as known to the author, NOT re-read from this offline machine; check them on a bump.
+# https://cloud.google.com/compute/docs/reference/rest/v1/sslPolicies  (profile, minTlsVersion)
+SSL_PROFILES = {"COMPATIBLE", "MODERN", "RESTRICTED", "CUSTOM", "FIPS_202205"}
+TLS_VERSIONS = {"TLS_1_0", "TLS_1_1", "TLS_1_2", "TLS_1_3"}
+# https://cloud.google.com/compute/docs/reference/rest/v1/securityPolicies  (type, rules[].action,
+# rateLimitOptions.enforceOnKey, match.versionedExpr); deny(STATUS) takes 403, 404, 429 or 502
+ARMOR_TYPES = {"CLOUD_ARMOR", "CLOUD_ARMOR_EDGE", "CLOUD_ARMOR_NETWORK"}
+ARMOR_ACTIONS = {"allow", "deny(403)", "deny(404)", "deny(429)", "deny(502)", "redirect", "rate_based_ban",
+                 "throttle"}
+ENFORCE_ON_KEYS = {"ALL", "IP", "HTTP_HEADER", "XFF_IP", "HTTP_COOKIE", "HTTP_PATH", "SNI", "REGION_CODE",
+                   "TLS_JA3_FINGERPRINT", "TLS_JA4_FINGERPRINT", "USER_IP"}
+VERSIONED_EXPRS = {"SRC_IPS_V1"}
+# https://cloud.google.com/compute/docs/reference/rest/v1/firewalls  (direction)
+DIRECTIONS = {"INGRESS", "EGRESS"}
+# https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.alertPolicies  (severity)
+SEVERITIES = {"CRITICAL", "ERROR", "WARNING"}
+# https://cloud.google.com/artifact-registry/docs/reference/rest/v1/projects.locations.repositories
+# (CleanupPolicy.action, CleanupPolicyCondition.tagState)
+CLEANUP_ACTIONS = {"DELETE", "KEEP"}
+TAG_STATES = {"TAGGED", "UNTAGGED", "ANY"}
+# https://cloud.google.com/monitoring/api/resources  (uptime check monitored resource types)
+UPTIME_RESOURCES = {"uptime_url", "gce_instance", "gae_app", "aws_ec2_instance", "aws_elb_load_balancer",
+                    "k8s_service", "servicedirectory_service", "cloud_run_revision"}
 
 # (resource type, path of nested blocks and the argument) -> the documented values.
 ENUMS: list[tuple[str, str, set[str]]] = [
@@ -78,6 +102,18 @@ ENUMS: list[tuple[str, str, set[str]]] = [
     ("google_artifact_registry_repository", "format", REPOSITORY_FORMATS),
     ("google_storage_bucket", "public_access_prevention", PUBLIC_ACCESS_PREVENTION),
     ("google_storage_bucket", "lifecycle_rule.action.type", LIFECYCLE_ACTIONS),
+    ("google_compute_ssl_policy", "profile", SSL_PROFILES),
+    ("google_compute_ssl_policy", "min_tls_version", TLS_VERSIONS),
+    ("google_compute_security_policy", "type", ARMOR_TYPES),
+    ("google_compute_security_policy", "rule.action", ARMOR_ACTIONS),
+    ("google_compute_security_policy", "rule.rate_limit_options.exceed_action", ARMOR_ACTIONS),
+    ("google_compute_security_policy", "rule.rate_limit_options.enforce_on_key", ENFORCE_ON_KEYS),
+    ("google_compute_security_policy", "rule.match.versioned_expr", VERSIONED_EXPRS),
+    ("google_compute_firewall", "direction", DIRECTIONS),
+    ("google_monitoring_alert_policy", "severity", SEVERITIES),
+    ("google_artifact_registry_repository", "cleanup_policies.action", CLEANUP_ACTIONS),
+    ("google_artifact_registry_repository", "cleanup_policies.condition.tag_state", TAG_STATES),
+    ("google_monitoring_uptime_check_config", "monitored_resource.type", UPTIME_RESOURCES),
 ]
 
 
