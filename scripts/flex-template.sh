@@ -171,6 +171,8 @@ replace() {
   local id state
   id=$(job_id active)
   [ -n "$id" ] || die "no active job ${JOB_NAME} in ${REGION}: start one with run"
+  # Before draining: a missing template would leave the region without a job.
+  run gcloud storage objects describe "$TEMPLATE" --format='value(name)'
   run gcloud dataflow jobs drain "$id" --project "$PROJECT" --region "$REGION"
   while :; do
     state=$(query gcloud dataflow jobs describe "$id" --project "$PROJECT" --region "$REGION" --format 'value(currentState)')

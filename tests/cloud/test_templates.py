@@ -289,7 +289,7 @@ case "$*" in
   "dataflow jobs list "*) echo "${STUB_JOB_ID-2026-12-03_01_02_03-42}" ;;
   "dataflow jobs describe "*"labels.min_compatible"*) echo "${STUB_MIN_COMPATIBLE-}" ;;
   "dataflow jobs describe "*"currentState"*) echo JOB_STATE_DRAINED ;;
-  "storage objects describe "*) echo paynow-ledger-t1.json ;;
+  "storage objects describe "*) [ -z "${STUB_NO_TEMPLATE-}" ] || exit 1; echo paynow-ledger-t1.json ;;
 esac
 """
 
@@ -355,8 +355,15 @@ def test_replace_drains_waits_for_drained_then_starts_a_new_job(tmp_path: Path) 
     drain, state = kinds.index("dataflow jobs drain"), calls.index(next(c for c in calls if "currentState" in c))
     launch = kinds.index("dataflow flex-template run")
     assert drain < state < launch
+    assert kinds.index("storage objects describe") < drain  # no drain when the new template does not exist
     assert "2026-12-03_01_02_03-42" in calls[drain]
     assert "--update" not in calls[launch] and launch_parameters(calls[launch])["min_compatible"] == "3"
+
+
+def test_replace_never_drains_when_the_new_template_is_missing(tmp_path: Path) -> None:
+    result, calls = with_stub_gcloud(tmp_path, "replace", STUB_MIN_COMPATIBLE="3", STUB_NO_TEMPLATE="1")
+    assert result.returncode != 0
+    assert not [c for c in calls if c.startswith(("dataflow jobs drain", "dataflow flex-template run"))]
 
 
 def test_transform_name_mappings_go_to_the_update_only(tmp_path: Path) -> None:
