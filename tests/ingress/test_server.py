@@ -18,6 +18,7 @@ from ops.local.emulators import LOOPBACK, free_port
 from tests.ingress.conftest import WEBHOOK, RecordingPublisher, make_settings, order_body, signed_headers
 
 Serve = Callable[..., str]
+pytestmark = pytest.mark.integration  # starts a server
 
 
 @pytest.fixture
