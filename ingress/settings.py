@@ -115,8 +115,11 @@ def parse_secrets(value: str, *, bound_to: str | None = None) -> tuple[WebhookSe
             raise ValueError(f"entry {n} holds an empty secret (check for a stray comma or a missing secret)")
         if colon:
             if event_type not in _EVENT_TYPES:
-                raise ValueError(f"entry {n}: {event_type[:48]!r} is not a PayNow event type (EVENT_TYPE:secret, "
-                                 f"e.g. ON_ORDER_COMPLETED:whsec_...; PayNow's WebhookEventType)")
+                # named only when it looks like a type: the text before ':' may be part of a bare secret
+                shown = repr(event_type[:48]) if _TYPE_NAME.match(event_type) else "the text before ':' (not shown)"
+                raise ValueError(f"entry {n}: {shown} is not a PayNow event type (EVENT_TYPE:secret, e.g. "
+                                 f"ON_ORDER_COMPLETED:whsec_...; PayNow's WebhookEventType; a bare secret cannot "
+                                 f"hold ':')")
             if bound_to is not None and event_type != bound_to:
                 raise ValueError(f"entry {n} is bound to {event_type}, not to {bound_to}")
         out.append(WebhookSecret(secret.encode(), event_type if colon else bound_to))
@@ -124,6 +127,7 @@ def parse_secrets(value: str, *, bound_to: str | None = None) -> tuple[WebhookSe
 
 
 _EVENT_TYPES = frozenset(event_type_enum())
+_TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 def _secrets(value: object) -> tuple[WebhookSecret, ...]:

@@ -49,7 +49,9 @@ def test_one_variable_per_subscription_binds_its_secrets_to_its_type() -> None:
     ({"PAYNOW_WEBHOOK_SECRETS": "ON_ORDER_COMPLETE:whsec_x"}, "PAYNOW_WEBHOOK_SECRETS",
      "entry 1: 'ON_ORDER_COMPLETE' is not a PayNow event type"),
     ({"PAYNOW_WEBHOOK_SECRETS": "whsec_a,on_refund:whsec_b"}, "PAYNOW_WEBHOOK_SECRETS",
-     "entry 2: 'on_refund' is not a PayNow event type"),
+     "entry 2: the text before ':' (not shown) is not a PayNow event type"),
+    ({"PAYNOW_WEBHOOK_SECRETS": "whsec_x:whsec_y"}, "PAYNOW_WEBHOOK_SECRETS",  # a bare secret holding ':'
+     "entry 1: the text before ':' (not shown) is not a PayNow event type"),
     ({"PAYNOW_WEBHOOK_SECRETS": "ON_REFUND:"}, "PAYNOW_WEBHOOK_SECRETS", "entry 1 holds an empty secret"),
     ({"PAYNOW_WEBHOOK_SECRETS": "ON_REFUND:a:b"}, "PAYNOW_WEBHOOK_SECRETS", "entry 1 has more than one ':'"),
     ({"PAYNOW_WEBHOOK_SECRETS_ON_REFUNDS": "whsec_x"}, "PAYNOW_WEBHOOK_SECRETS_ON_REFUNDS",
