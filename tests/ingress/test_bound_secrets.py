@@ -183,3 +183,17 @@ def test_hostile_bodies_signed_with_a_bound_secret_never_5xx(bound: Any, body: b
     client, _ = bound
     status = client.post(WEBHOOK, content=body, headers=signing.signed_headers(secret, body)).status_code
     assert status in (400, 401), status
+
+
+def test_a_rotation_s_overlap_then_the_old_secret_is_refused() -> None:
+    """RUNBOOK "Secret rotation": the type's secret holds "NEW,OLD" during the overlap, then "NEW" alone."""
+    body = order_body("4001")
+
+    def status(value: str, secret: bytes) -> int:
+        env = {"PAYNOW_WEBHOOK_SECRETS": "", "PAYNOW_WEBHOOK_SECRETS_ON_ORDER_COMPLETED": value,
+               "RATE_LIMIT_PER_MINUTE": "0"}  # blank: no bare secrets
+        with TestClient(create_app(make_settings(**env), publisher=RecordingPublisher())) as client:
+            return client.post(WEBHOOK, content=body, headers=signing.signed_headers(secret, body)).status_code
+
+    assert status("whsec_new,whsec_old", b"whsec_new") == 202 and status("whsec_new,whsec_old", b"whsec_old") == 202
+    assert status("whsec_new", b"whsec_new") == 202 and status("whsec_new", b"whsec_old") == 401
