@@ -12,6 +12,8 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from schemas.paynow import PayloadError, parse_delivery
 from schemas.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, mac
 
@@ -42,13 +44,17 @@ class SignatureError(Exception):
 def event_type_of(body: bytes) -> str | None:
     """The delivery's top-level `event_type`, or None when the body is not a JSON object with a short string there.
 
-    Runs only on a body whose MAC matched a bound secret, with the mapper's own parser (orjson, the standard library
-    for what orjson refuses), which answers any hostile body (bad UTF-8, too deep, not an object) with PayloadError.
+    Runs only on a body whose MAC matched a bound secret, parsed as the mapper does (orjson, the standard library for
+    what orjson refuses), which answers any hostile body (bad UTF-8, too deep, not an object) with PayloadError.
     """
     try:
-        value = parse_delivery(body).get("event_type")
-    except PayloadError:
-        return None
+        parsed = orjson.loads(body)  # the mapper's parser without its long-digit scan, which only keeps big numbers
+    except orjson.JSONDecodeError:
+        try:
+            parsed = parse_delivery(body)
+        except PayloadError:
+            return None
+    value = parsed.get("event_type") if isinstance(parsed, dict) else None
     return value if isinstance(value, str) and len(value) <= _MAX_EVENT_TYPE else None
 
 
