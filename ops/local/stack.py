@@ -41,9 +41,15 @@ LOCAL_SETTINGS = {"DRAIN_SECONDS": "2", "FORWARDED_HOPS": "1"}
 
 def bound_secrets(secret: str) -> dict[str, str]:
     """The ingress's secrets as Cloud Run gets them (deploy/ingress.tf): one PAYNOW_WEBHOOK_SECRETS_<TYPE> variable
-    per PayNow subscription, each bound to its event type; no bare secret. Every type holds the stack's one secret,
-    because the local traffic tools sign every delivery with `webhookSecret`."""
+    per PayNow subscription, each bound to its event type. Every type holds the stack's one secret, because the
+    local traffic tools sign every delivery with `webhookSecret`."""
     return {f"PAYNOW_WEBHOOK_SECRETS_{event_type}": secret for event_type in event_type_enum()}
+
+
+def local_secrets(secret: str) -> dict[str, str]:
+    """bound_secrets, plus the same secret bare: the traffic mix also sends a future type (ON_SOMETHING_NEW) that no
+    PayNow subscription can have yet, and only a bare secret verifies it (the ingress warns about it at start)."""
+    return {**bound_secrets(secret), "PAYNOW_WEBHOOK_SECRETS": secret}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -195,7 +201,7 @@ class Stack:
             "REGION": region, "SERVICE_NAME": f"paynow-ingress-{region}", "LOG_LEVEL": "INFO",
             "MULTI_REGION_ENABLED": "true", "PRIMARY_REGION": primary, "SECONDARY_REGION": secondary,
             "FAILOVER_ENABLED": "true", "EVENT_SCHEMA_VERSION": "4", "EVENT_SCHEMA_MIN_COMPATIBLE": "2",
-            **bound_secrets(self.secret), "PUBSUB_TOPIC": self.topology.topic,
+            **local_secrets(self.secret), "PUBSUB_TOPIC": self.topology.topic,
             "ADMIN_TOKEN": secrets.token_urlsafe(24), "PORT": str(port),
             **LOCAL_SETTINGS, **self.config.ingress_env,
         }
