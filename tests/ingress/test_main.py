@@ -77,8 +77,9 @@ def test_sigterm_drains_then_exits_with_everything_acknowledged_published(topolo
 
 def test_the_local_stack_settings_as_a_process_bound_secrets_hops_and_the_body_deadline(topology: Topology,
                                                                                          tmp_path: Path) -> None:
-    """`python -m ingress` with the local stack's secrets and hops (ops/local/stack.py): each type verifies with its
-    own bound secret only, no warning about bare secrets, and a slow client gets 408 within BODY_TIMEOUT."""
+    """`python -m ingress` with the local stack's per-type variables and hops (ops/local/stack.py bound_secrets, as
+    Cloud Run gets them, without the stack's extra bare copy): each type verifies with its own bound secret only, no
+    warning about bare secrets, and a slow client gets 408 within BODY_TIMEOUT."""
     import socket
     import time
 
