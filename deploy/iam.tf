@@ -23,10 +23,11 @@ resource "google_pubsub_topic_iam_member" "ingress_publish" {
 }
 
 resource "google_secret_manager_secret_iam_member" "ingress_webhook_secrets" {
-  for_each  = var.regions
-  secret_id = google_secret_manager_secret.webhook_secrets.id
+  # every region's ingress reads every subscription's secret
+  for_each  = { for pair in setproduct(keys(var.regions), var.webhook_event_types) : "${pair[0]}/${pair[1]}" => { region = pair[0], type = pair[1] } }
+  secret_id = google_secret_manager_secret.webhook_secrets[each.value.type].id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.ingress[each.key].email}"
+  member    = "serviceAccount:${google_service_account.ingress[each.value.region].email}"
 }
 
 resource "google_secret_manager_secret_iam_member" "ingress_admin_token" {

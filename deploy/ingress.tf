@@ -54,10 +54,11 @@ resource "google_cloud_run_v2_service" "ingress" {
         value = var.log_level
       }
       env {
-        # The rate limit charges refused requests to the client the load balancer reports: Google's LB appends
-        # "<client>, <our LB address>" to X-Forwarded-For, so the right-most untrusted hop is the client.
-        name  = "TRUSTED_PROXIES"
-        value = join(",", concat(["${google_compute_global_address.ingress.address}/32"], var.trusted_proxy_ranges))
+        # The client is counted from the right of X-Forwarded-For: Google's external Application Load Balancer
+        # appends "<client>, <LB address>" (2 entries) to whatever the client sent. Cloud Run never shows the
+        # container the LB as its TCP peer, so the peer cannot say whom to believe.
+        name  = "FORWARDED_HOPS"
+        value = "2"
       }
       env {
         name  = "MULTI_REGION_ENABLED"
@@ -96,12 +97,16 @@ resource "google_cloud_run_v2_service" "ingress" {
         name  = "HOST"
         value = "0.0.0.0"
       }
-      env {
-        name = "PAYNOW_WEBHOOK_SECRETS"
-        value_source {
-          secret_key_ref {
-            secret  = google_secret_manager_secret.webhook_secrets.secret_id
-            version = "latest"
+      dynamic "env" {
+        # One variable per PayNow webhook subscription, from its own secret; the ingress binds each to its type.
+        for_each = google_secret_manager_secret.webhook_secrets
+        content {
+          name = "PAYNOW_WEBHOOK_SECRETS_${env.key}"
+          value_source {
+            secret_key_ref {
+              secret  = env.value.secret_id
+              version = "latest"
+            }
           }
         }
       }

@@ -93,8 +93,26 @@ variable "operators" {
   default     = []
 }
 
-variable "trusted_proxy_ranges" {
-  description = "Proxy ranges the ingress trusts in X-Forwarded-For besides the LB's own address (Google Front Ends)."
+variable "webhook_event_types" {
+  description = "PayNow event types the store has a webhook subscription for. PayNow gives each subscription (one event type) its own secret: each type gets its own Secret Manager secret paynow-webhook-<TYPE> (deploy/secrets.tf), passed to the ingress as PAYNOW_WEBHOOK_SECRETS_<TYPE> and bound to that type."
   type        = list(string)
-  default     = ["35.191.0.0/16", "130.211.0.0/22"]
+  # The types the ledger reads (schemas/paynow.py LEDGER_EVENTS); the other types are not subscribed to.
+  default = ["ON_ORDER_COMPLETED", "ON_REFUND", "ON_CHARGEBACK", "ON_CHARGEBACK_CLOSED", "ON_SUBSCRIPTION_ACTIVATED",
+  "ON_SUBSCRIPTION_RENEWED"]
+
+  validation {
+    # PayNow's WebhookEventType enum (shared/paynow/webhook-definitions.json; tests/cloud keeps this list equal to it).
+    condition = length(var.webhook_event_types) > 0 && alltrue([for t in var.webhook_event_types : contains([
+      "ON_ORDER_COMPLETED", "ON_REFUND", "ON_CHARGEBACK", "ON_CHARGEBACK_CLOSED", "ON_DELIVERY_ITEM_ADDED",
+      "ON_DELIVERY_ITEM_ACTIVATED", "ON_DELIVERY_ITEM_USED", "ON_DELIVERY_ITEM_REVOKED", "ON_DELIVERY_ITEM_EXPIRED",
+      "ON_DELIVERY_ITEM_RENEWED", "ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED", "ON_SUBSCRIPTION_CANCELED",
+      "ON_DISCORD_ACCOUNT_LINKED_TO_CHECKOUT", "ON_CONNECTED_USER_REGISTERED", "ON_CONNECTED_USER_BECAME_PAYABLE",
+      "ON_CONNECTED_USER_BECAME_UNPAYABLE", "ON_CONNECTED_USER_PAYOUT_CREATED", "ON_CONNECTED_USER_PAYOUT_COMPLETED",
+      "ON_CONNECTED_USER_TRANSACTION_INSERTED", "ON_CONNECTED_USER_TRUST_STATUS_CHANGED", "ON_TRIAL_ACTIVATED",
+      "ON_TRIAL_COMPLETED", "ON_TRIAL_CANCELED", "ON_PURCHASE_FOLLOW_UP_ATTEMPT_EMAIL_SENT",
+      "ON_PURCHASE_FOLLOW_UP_ATTEMPT_SUCCEEDED", "ON_ABANDONED_CHECKOUT_RECOVERY_ATTEMPT_EMAIL_SENT",
+      "ON_ABANDONED_CHECKOUT_RECOVERY_ATTEMPT_SUCCEEDED", "ON_PAYMENT_COMPLETED", "ON_PAYMENT_FAILED"
+    ], t)])
+    error_message = "Each entry is one of PayNow's event types (WebhookEventType in its webhook definitions), e.g. ON_ORDER_COMPLETED."
+  }
 }

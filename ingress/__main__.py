@@ -10,6 +10,7 @@ import time
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ingress.app import create_app
 from ingress.logging import configure_logging
@@ -43,6 +44,14 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """uvicorn as the ingress runs it. Its own proxy-header handling is off: it would replace the TCP peer with an
+    X-Forwarded-For entry whenever the peer is in FORWARDED_ALLOW_IPS; the client is FORWARDED_HOPS' business."""
+    return uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
+                          log_config=None, access_log=False, proxy_headers=False,
+                          timeout_graceful_shutdown=int(settings.publish_timeout) + 5)
+
+
 def main() -> int:
     try:
         settings = Settings.from_env(os.environ)
@@ -52,9 +61,7 @@ def main() -> int:
         return 2
     configure_logging(region=settings.region, service=settings.service_name, level=settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
-                            log_config=None, access_log=False,
-                            timeout_graceful_shutdown=int(settings.publish_timeout) + 5)
+    config = server_config(app, settings)
     server = DrainingServer(config, state=app.state.ingress, drain_seconds=settings.drain_seconds)
     log.info("ingress starting", extra={"detail": f"{settings.host}:{settings.port} topic {settings.topic}"})
     server.run()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -24,6 +25,8 @@ from ingress.settings import Settings
 from ingress.state import IngressState
 from ingress.webhook import webhook
 
+log = logging.getLogger("ingress")
+
 
 def _pubsub_publisher(settings: Settings, metrics: IngressMetrics) -> Publisher:
     sender = PubSubSender(settings.topic, emulator_host=settings.pubsub_emulator_host)
@@ -45,6 +48,11 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Sta
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if unbound := settings.unbound_secrets:
+            log.warning("webhook secrets not bound to an event type", extra={"detail": (
+                f"{unbound} of {len(settings.webhook_secrets)} webhook secrets verify deliveries of any event type; "
+                "bind each to its PayNow subscription's type (EVENT_TYPE:secret or PAYNOW_WEBHOOK_SECRETS_<TYPE>, "
+                "RUNBOOK.md Secret rotation)")})
         state.publisher = publisher or _pubsub_publisher(settings, metrics)
         await state.publisher.start()
         metrics.watch_paused_keys(lambda: state.publisher.paused_keys if state.publisher else 0)
@@ -63,10 +71,11 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Sta
         Route("/admin/undrain", endpoints.undrain, methods=["POST"]),
     ]
     middleware = [
-        Middleware(ObserveMiddleware, metrics=metrics, paths=WEBHOOK_PATHS, trusted_proxies=settings.trusted_proxies),
+        Middleware(ObserveMiddleware, metrics=metrics, paths=WEBHOOK_PATHS, forwarded_hops=settings.forwarded_hops),
         Middleware(RateLimitMiddleware, bucket=TokenBucket(settings.rate_limit_burst, settings.rate_limit_per_minute),
-                   trusted_proxies=settings.trusted_proxies, paths=WEBHOOK_PATHS),
-        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, paths=WEBHOOK_PATHS),
+                   forwarded_hops=settings.forwarded_hops, paths=WEBHOOK_PATHS),
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
+                   paths=WEBHOOK_PATHS),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

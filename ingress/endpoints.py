@@ -53,7 +53,7 @@ def _refuse(request: Request, status: int, code: str, detail: str, headers: dict
     peer = (request.scope.get("client") or ("unknown", 0))[0]
     log.warning("admin request refused", extra={
         "status": status, "error": code, "method": request.method, "path": request.url.path,
-        "clientIp": client_address(request.scope, _state(request).settings.trusted_proxies),
+        "clientIp": client_address(request.scope, _state(request).settings.forwarded_hops),
         "detail": f"{detail} (peer {peer})"})
     return error(request.scope, status, code, detail, headers)
 

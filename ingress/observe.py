@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.metrics import IngressMetrics
 from ingress.ratelimit import client_address
-from ingress.settings import IPNetwork
 
 log = logging.getLogger("ingress.webhook")
 
@@ -28,10 +27,10 @@ class ObserveMiddleware:
     """Outermost webhook middleware: status from the response, reason and eventId from the request state."""
 
     def __init__(self, app: ASGIApp, *, metrics: IngressMetrics, paths: Collection[str],
-                 trusted_proxies: Sequence[IPNetwork] = ()) -> None:
+                 forwarded_hops: int = 0) -> None:
         self.app = app
         self.metrics = metrics
-        self.trusted = tuple(trusted_proxies)
+        self.hops = forwarded_hops
         self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,4 +58,4 @@ class ObserveMiddleware:
                 log.log(level, "webhook accepted" if status < 400 else "webhook refused", extra={
                     "eventId": state.get("eventId"), "latencyMs": round(elapsed * 1000, 2), "status": status,
                     "error": None if status < 400 else reason, "detail": state.get("detail"),
-                    "path": scope["path"], "clientIp": None if status < 400 else client_address(scope, self.trusted)})
+                    "path": scope["path"], "clientIp": None if status < 400 else client_address(scope, self.hops)})

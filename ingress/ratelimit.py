@@ -4,13 +4,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 
 from cachetools import TTLCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.responses import error
-from ingress.settings import IPNetwork
 
 # Refusals the webhook gives only after the signature matched: whoever sent them holds a secret, and PayNow's
 # dashboard should show the real reason (the field that did not map), so they are never charged nor replaced.
@@ -24,34 +23,31 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> str:
-    """The caller's address: the peer, or, when the peer is a trusted proxy, the right-most untrusted
-    X-Forwarded-For entry (entries left of it were written by the client and can be forged)."""
-    peer = (scope.get("client") or ("unknown", 0))[0]
-    if not trusted or not _is_trusted(peer, trusted):
-        return str(peer)
+def client_address(scope: Scope, hops: int = 0) -> str:
+    """The caller's address, counted from the right of X-Forwarded-For: the deployment's `hops` proxies each append
+    one entry (Google's LB appends "<client>, <LB address>": 2), so the client is the `hops`-th entry from the right
+    and everything left of it was written by the client and may be forged. With `hops` 0, too few entries, or an
+    entry that is not an IP address, the TCP peer (what a request that bypassed the proxies shows)."""
+    peer = str((scope.get("client") or ("unknown", 0))[0])
+    if hops <= 0:
+        return peer
     forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
-    hops = [hop.strip() for hop in ",".join(forwarded).split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
-            return hop[:64]
-    return hops[0][:64] if hops else str(peer)
+    entries = ",".join(forwarded).split(",")
+    if len(entries) < hops or not forwarded:
+        return peer
+    ip = _ip(entries[-hops])
+    return peer if ip is None else str(ip)
 
 
-def client_key(scope: Scope, trusted: Sequence[IPNetwork]) -> str:
+def client_key(scope: Scope, hops: int = 0) -> str:
     """The bucket a caller is charged to: its address, an IPv6 address widened to its /64."""
-    address = client_address(scope, trusted)
+    address = client_address(scope, hops)
     ip = _ip(address)
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
     return address if ip is None else str(ip)
-
-
-def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
-    ip = _ip(address)
-    return ip is not None and any(ip in net for net in trusted)
 
 
 class TokenBucket:
@@ -107,11 +103,10 @@ class RateLimitMiddleware:
     5xx) is neither charged nor changed, so unsigned junk can never hold back a correctly signed delivery,
     even one from the same address."""
 
-    def __init__(self, app: ASGIApp, *, bucket: TokenBucket, trusted_proxies: Sequence[IPNetwork],
-                 paths: Collection[str]) -> None:
+    def __init__(self, app: ASGIApp, *, bucket: TokenBucket, forwarded_hops: int, paths: Collection[str]) -> None:
         self.app = app
         self.bucket = bucket
-        self.trusted = tuple(trusted_proxies)
+        self.hops = forwarded_hops
         self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,7 +123,7 @@ class RateLimitMiddleware:
                 state = scope.get("state", {})
                 reason = state.get("reason")
                 if charged(message["status"], state):
-                    wait = self.bucket.take(client_key(scope, self.trusted))
+                    wait = self.bucket.take(client_key(scope, self.hops))
                     if wait > 0:
                         replaced = True
                         await self._too_many(scope, receive, send, wait, reason)

@@ -11,10 +11,10 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, mo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
-from ingress.bodylimit import MAX_BODY_BYTES
+from ingress.bodylimit import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
+from ingress.signature import WebhookSecret
 from schemas import CURRENT_VERSION, ORDERING_KEYS
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from schemas.deliveries import event_type_enum
 
 _REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -96,18 +96,66 @@ def _topic(value: str) -> str:
     return value
 
 
-def _secrets(value: object) -> tuple[bytes, ...]:
-    secrets = tuple(s.strip().encode() for s in str(value).split(","))
-    if any(not s for s in secrets):
-        raise ValueError("holds an empty secret (check for a stray comma)")
-    return secrets
+SECRETS_SETTING = "PAYNOW_WEBHOOK_SECRETS"
+SECRETS_PREFIX = SECRETS_SETTING + "_"  # PAYNOW_WEBHOOK_SECRETS_<EVENT_TYPE>: that type's secrets (its subscription)
 
 
-def _networks(value: object) -> tuple[IPNetwork, ...]:
-    try:
-        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in str(value).split(",") if p.strip())
-    except ValueError as exc:
-        raise ValueError(f"must be comma-separated IP addresses or CIDRs ({exc})") from None
+def parse_secrets(value: str, *, bound_to: str | None = None) -> tuple[WebhookSecret, ...]:
+    """Comma-separated entries `EVENT_TYPE:secret` (verifies only deliveries of that PayNow event type) or a bare
+    `secret` (any type). A bare secret cannot hold ':'. With `bound_to` (a PAYNOW_WEBHOOK_SECRETS_<TYPE> variable)
+    every entry is bound to that type, and an entry naming another type is refused."""
+    out = []
+    for n, entry in enumerate(value.split(","), start=1):
+        entry = entry.strip()
+        event_type, colon, secret = entry.rpartition(":") if ":" in entry else ("", "", entry)
+        event_type, secret = event_type.strip(), secret.strip()
+        if colon and ":" in event_type:
+            raise ValueError(f"entry {n} has more than one ':' (EVENT_TYPE:secret; a secret cannot hold ':')")
+        if not secret:
+            raise ValueError(f"entry {n} holds an empty secret (check for a stray comma or a missing secret)")
+        if colon:
+            if event_type not in _EVENT_TYPES:
+                # named only when it looks like a type: the text before ':' may be part of a bare secret
+                shown = repr(event_type[:48]) if _TYPE_NAME.match(event_type) else "the text before ':' (not shown)"
+                raise ValueError(f"entry {n}: {shown} is not a PayNow event type (EVENT_TYPE:secret, e.g. "
+                                 f"ON_ORDER_COMPLETED:whsec_...; PayNow's WebhookEventType; a bare secret cannot "
+                                 f"hold ':')")
+            if bound_to is not None and event_type != bound_to:
+                raise ValueError(f"entry {n} is bound to {event_type}, not to {bound_to}")
+        out.append(WebhookSecret(secret.encode(), event_type if colon else bound_to))
+    return tuple(out)
+
+
+_EVENT_TYPES = frozenset(event_type_enum())
+_TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def _secrets(value: object) -> tuple[WebhookSecret, ...]:
+    if isinstance(value, tuple) and all(isinstance(s, WebhookSecret) for s in value):
+        return value  # gathered by Settings.from_env
+    return parse_secrets(str(value))
+
+
+def _gather_secrets(env: dict[str, str]) -> None:
+    """PAYNOW_WEBHOOK_SECRETS and every PAYNOW_WEBHOOK_SECRETS_<EVENT_TYPE> (Cloud Run: one Secret Manager secret
+    per PayNow subscription, each in its own variable) become one tuple under PAYNOW_WEBHOOK_SECRETS."""
+    gathered: list[WebhookSecret] = []
+    for name in sorted(k for k in env if k.startswith(SECRETS_PREFIX)):
+        event_type = name.removeprefix(SECRETS_PREFIX)
+        if event_type not in _EVENT_TYPES:
+            raise ConfigError(name, f"{event_type[:48]!r} is not a PayNow event type (the variable is "
+                                    f"{SECRETS_PREFIX}<EVENT_TYPE>, e.g. {SECRETS_PREFIX}ON_ORDER_COMPLETED)")
+        try:
+            gathered.extend(parse_secrets(env.pop(name), bound_to=event_type))
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+    if SECRETS_SETTING in env:
+        try:
+            gathered.extend(parse_secrets(env[SECRETS_SETTING]))
+        except ValueError as exc:
+            raise ConfigError(SECRETS_SETTING, str(exc)) from None
+    if gathered:
+        env[SECRETS_SETTING] = tuple(gathered)  # type: ignore[assignment]
 
 
 def _host(value: str) -> str:
@@ -142,8 +190,8 @@ class Settings(BaseSettings):
     event_schema_version: Annotated[Integer, AfterValidator(_schema_version)] = _env(
         "EVENT_SCHEMA_VERSION", CURRENT_VERSION, ge=1, le=99)
     project: Annotated[str, AfterValidator(_project)] = _env("GOOGLE_CLOUD_PROJECT", "paynow-local")
-    webhook_secrets: Annotated[tuple[bytes, ...], NoDecode, BeforeValidator(_secrets)] = _env(
-        "PAYNOW_WEBHOOK_SECRETS", secret=True)
+    webhook_secrets: Annotated[tuple[WebhookSecret, ...], NoDecode, BeforeValidator(_secrets)] = _env(
+        SECRETS_SETTING, secret=True)
     service_name: str = _env("SERVICE_NAME", "paynow-ingress")
     multi_region_enabled: Flag = _env("MULTI_REGION_ENABLED", True)
     failover_enabled: Flag = _env("FAILOVER_ENABLED", True)
@@ -154,9 +202,11 @@ class Settings(BaseSettings):
     port: Integer = _env("PORT", 8080, ge=1, le=65535)
     rate_limit_burst: Integer = _env("RATE_LIMIT_BURST", 100, ge=1, le=1_000_000)
     rate_limit_per_minute: Integer = _env("RATE_LIMIT_PER_MINUTE", 300, ge=0, le=100_000_000)
-    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(_networks)] = _env(
-        "TRUSTED_PROXIES", ())
+    # X-Forwarded-For entries the deployment's proxies append (Google's LB: "<client>, <LB address>" = 2; the
+    # local HAProxy: 1; 0 = no proxy, the TCP peer is the client). The client is the entry that many from the right.
+    forwarded_hops: Integer = _env("FORWARDED_HOPS", 0, ge=0, le=8)
     max_body_bytes: Integer = _env("MAX_BODY_BYTES", MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES_CEILING)
+    body_timeout: Number = _env("BODY_TIMEOUT", BODY_TIMEOUT_SECONDS, ge=0.1, le=300)
     publish_timeout: Number = _env("PUBLISH_TIMEOUT", 5.0, ge=0.05, le=60)
     publish_batch_max: Integer = _env("PUBLISH_BATCH_MAX", 100, ge=1, le=1000)
     pubsub_ordering: Flag = _env("PUBSUB_ORDERING", True)
@@ -185,6 +235,11 @@ class Settings(BaseSettings):
         return {**data, "REGION": region}
 
     @property
+    def unbound_secrets(self) -> int:
+        """How many secrets verify deliveries of any event type (logged as a warning at start)."""
+        return sum(1 for s in self.webhook_secrets if s.event_type is None)
+
+    @property
     def topic(self) -> str:
         """The full topic path: PUBSUB_TOPIC as given, or the topic id in GOOGLE_CLOUD_PROJECT."""
         if _TOPIC_PATH.match(self.pubsub_topic):
@@ -200,7 +255,13 @@ class Settings(BaseSettings):
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every setting; raise ConfigError naming the first bad one."""
         source = EnvSettingsSource(cls)
-        source.env_vars = {k: v.strip() for k, v in environ.items() if v.strip()}  # blank means unset
+        env = {k: v.strip() for k, v in environ.items() if v.strip()}  # blank means unset
+        if "TRUSTED_PROXIES" in env:
+            raise ConfigError("TRUSTED_PROXIES", "is no longer read: set FORWARDED_HOPS to the number of "
+                                                 "X-Forwarded-For entries your proxies append (Google's load "
+                                                 "balancer: 2, the local HAProxy: 1)")
+        _gather_secrets(env)
+        source.env_vars = env
         try:
             return cls.model_validate(source())
         except ValidationError as exc:

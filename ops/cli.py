@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = commands.add_parser("status", help="live status of the running stack")
     st.add_argument("--once", action="store_true", help="print one view and exit")
 
-    tr = commands.add_parser("traffic", help="send a realistic signed webhook mix open-loop at a rate",
+    tr = commands.add_parser("traffic", allow_abbrev=False,  # --secret must not pass for --secret-file
+                             help="send a realistic signed webhook mix open-loop at a rate",
                              description="Sign and send real PayNow deliveries (orders of 1-5 lines, subscription "
                                          "cycles, refunds in every status, chargebacks and their closing, types the "
                                          "ledger ignores, duplicates, re-sends, refunds before their order, "
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--rate", type=_positive(float), default=NORMAL_RATE, help="webhooks/s (default %(default)s)")
     tr.add_argument("--duration", type=_positive(float), default=30.0, help="seconds (default %(default)s)")
     tr.add_argument("--target", help="base URL to POST to (default: the running stack's load balancer)")
-    tr.add_argument("--secret", help="webhook secret (default: the stack's, or $PAYNOW_WEBHOOK_SECRET)")
+    tr.add_argument("--secret-file", type=Path, metavar="PATH",
+                    help="file holding the webhook secret, - for stdin (never the secret itself on a command line; "
+                         "default: the stack's, or $PAYNOW_WEBHOOK_SECRET)")
     tr.add_argument("--seed", type=int, default=None, help="seed of the mix (default: random)")
     tr.add_argument("--log", type=Path, help="JSONL record to write (default: $PAYNOW_HOME/traffic/…)")
     tr.add_argument("--no-legacy", action="store_true", help="do not publish v1/v2 messages onto the topic")
@@ -323,6 +326,15 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _read_secret(path: Path) -> str:
+    """The first line of `path` (`-`: stdin), stripped; a precise usage error when it cannot be read."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--secret-file {path}: cannot be read ({type(exc).__name__})") from None
+    return (text.splitlines() or [""])[0].strip()
+
+
 def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
     import uuid
 
@@ -336,9 +348,10 @@ def cmd_traffic(args: argparse.Namespace, console: Console) -> int:
     target = args.target or (info or {}).get("target")
     if not target:
         raise UsageError("no target: give --target or start the stack with `paynow up`")
-    secret = args.secret or os.environ.get("PAYNOW_WEBHOOK_SECRET") or (info or {}).get("webhookSecret")
+    secret = _read_secret(args.secret_file) if args.secret_file is not None else (
+        os.environ.get("PAYNOW_WEBHOOK_SECRET") or (info or {}).get("webhookSecret"))
     if not secret:
-        raise UsageError("no webhook secret: give --secret or set PAYNOW_WEBHOOK_SECRET")
+        raise UsageError("no webhook secret: give --secret-file PATH (- for stdin) or set PAYNOW_WEBHOOK_SECRET")
     run_id = uuid.uuid4().hex[:8]
     mapped: dict[str, str] = {}
     publisher = None

@@ -1,8 +1,11 @@
-"""A small client of PayNow's Management API (webhook subscriptions, delivery history, orders) that copes with its
-rate limits (429 + Retry-After), its 5xx (retried with backoff) and names PAYNOW_API_KEY when the key is refused."""
+"""A small client of PayNow's Management API (webhook subscriptions, delivery history, orders, subscriptions) that
+copes with its rate limits (429 + Retry-After), its 5xx (retried with backoff) and names PAYNOW_API_KEY when the key
+is refused. It sends the key over https only (plain http to a loopback address excepted), and never keeps a webhook
+subscription's `secret`: PayNow returns it with every subscription, and whoever holds it can sign deliveries."""
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +28,39 @@ class AuthError(ApiError):
     """401/403: the API key is missing, wrong, revoked or lacks a permission."""
 
 
+class NotFound(ApiError):
+    """404: the store has no such order / subscription / webhook."""
+
+
+class InsecureUrl(ApiError):
+    """A base URL the key must not be sent to: not https, and not plain http to a loopback address."""
+
+
+URL_SETTING = "PAYNOW_API_URL"
+SECRET_FIELD = "secret"
+"""WebhookSubscriptionDto's signing secret: dropped from every subscription the moment it arrives."""
+
+
+def check_base_url(url: str) -> str:
+    """`url` if the API key may be sent there (https, or http to 127.0.0.0/8, ::1 or localhost), else InsecureUrl."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise InsecureUrl(f"{URL_SETTING} / --api-url: {url[:120]!r} is not a URL ({exc})") from None
+    host = parsed.host
+    if parsed.scheme == "https" and host:
+        return url
+    if parsed.scheme == "http" and host:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return url
+    raise InsecureUrl(f"{URL_SETTING} / --api-url: {url[:120]!r} is not https: the API key is sent only over https "
+                      f"(plain http only to a loopback address such as http://127.0.0.1:PORT); nothing was sent")
+
+
 @dataclass
 class RetryPolicy:
     """How long to keep at it: 429s wait Retry-After (capped), 5xx and connection errors back off exponentially."""
@@ -42,7 +78,9 @@ class ManagementApi:
                  on_wait: Callable[[str], None] | None = None, timeout: float = 30.0) -> None:
         if not api_key:
             raise AuthError(f"no PayNow API key: set {KEY_SETTING} (a store API key from the PayNow dashboard)")
-        self._client = client or httpx.Client(base_url=base_url, timeout=timeout)
+        if client is None:
+            check_base_url(base_url)  # before any request carries the key
+        self._client = client or httpx.Client(base_url=base_url, timeout=timeout, follow_redirects=False)
         self._owned = client is None
         self._headers = {"Authorization": f"APIKey {api_key}", "Accept": "application/json"}
         self.policy = policy or RetryPolicy()
@@ -73,13 +111,16 @@ class ManagementApi:
                 detail = _detail(response)
                 if status in (401, 403):
                     raise AuthError(f"PayNow refused the API key ({status} {detail}) on {method} {path}: check "
-                                    f"{KEY_SETTING} (a store API key with webhook and order read access)")
+                                    f"{KEY_SETTING} (a store API key with read access to webhooks, orders and "
+                                    f"subscriptions; RUNBOOK.md, Reconciliation)")
                 if status == 429:
                     last = f"429 rate limited ({detail})"
                     delay = min(_retry_after(response) or self._backoff(attempt), self.policy.max_delay)
                 elif status in RETRYABLE:
                     last = f"{status} {detail}"
                     delay = self._backoff(attempt)
+                elif status == 404:
+                    raise NotFound(f"{method} {path}: 404 {detail}")
                 else:
                     raise ApiError(f"{method} {path}: {status} {detail}")
             if attempt + 1 < self.policy.attempts:
@@ -94,9 +135,29 @@ class ManagementApi:
 
     # -- endpoints -----------------------------------------------------------------------------------------
     def webhooks(self, store_id: str) -> list[dict[str, Any]]:
-        """The store's webhook subscriptions (each subscribes to one event type)."""
-        body: list[dict[str, Any]] = self.request("GET", f"/v1/stores/{store_id}/webhooks").json()
-        return body
+        """The store's webhook subscriptions (each subscribes to one event type), each without its `secret`: PayNow
+        returns it, and it is dropped here on arrival, before anything else can log or keep it."""
+        body = self.request("GET", f"/v1/stores/{store_id}/webhooks").json()
+        subscriptions = body if isinstance(body, list) else []
+        for subscription in subscriptions:
+            if isinstance(subscription, dict):
+                subscription.pop(SECRET_FIELD, None)
+        return [s for s in subscriptions if isinstance(s, dict)]
+
+    def order(self, store_id: str, order_id: str) -> dict[str, Any] | None:
+        """One order (OrderDto), or None when PayNow has no such order (404)."""
+        return self._one(f"/v1/stores/{store_id}/orders/{order_id}")
+
+    def subscription(self, store_id: str, subscription_id: str) -> dict[str, Any] | None:
+        """One subscription (SubscriptionDto), or None when PayNow has no such subscription (404)."""
+        return self._one(f"/v1/stores/{store_id}/subscriptions/{subscription_id}")
+
+    def _one(self, path: str) -> dict[str, Any] | None:
+        try:
+            body = self.request("GET", path).json()
+        except NotFound:
+            return None
+        return body if isinstance(body, dict) else None
 
     def history_page(self, store_id: str, webhook_id: str, page: int, state: str = "all") -> list[dict[str, Any]]:
         body = self.request("GET", f"/v1/stores/{store_id}/webhooks/{webhook_id}/history",

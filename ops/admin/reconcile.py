@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,10 +28,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ops.admin.dlq import PubSubPublish
-from ops.admin.paynow_api import DEFAULT_BASE_URL, KEY_SETTING, ApiError, ManagementApi, parse_time
+from ops.admin.paynow_api import DEFAULT_BASE_URL, KEY_SETTING, ApiError, ManagementApi, check_base_url, parse_time
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
 from schemas.attributes import RECONCILE_SOURCE
 from schemas.attributes import SOURCE as SOURCE_ATTRIBUTE
+from schemas.paynow import SUBSCRIPTION_CREDITS
 
 SOURCE = RECONCILE_SOURCE
 """Attribute (and webhookEvents field) marking a message the reconciler published, not the ingress."""
@@ -43,11 +45,15 @@ RECOVERED_LOG = "reconcile recovered event"
 """The log line a log-based metric counts (deploy/reconcile.tf: reconcile_recovered_events)."""
 SHOW = 50
 
+CREDITING = frozenset({ORDER_COMPLETED}) | SUBSCRIPTION_CREDITS
+"""Types whose delivery credits points: recovered only when PayNow's orders / subscriptions endpoint confirms it."""
+
 # the categories of the table, in the order shown
-SEEN, RECOVERED_BEFORE, MISSING, DLQ, IN_FLIGHT, UNMAPPABLE, NO_DELIVERY, OLDER_DLQ = (
+SEEN, RECOVERED_BEFORE, MISSING, DLQ, IN_FLIGHT, UNMAPPABLE, NO_DELIVERY, OLDER_DLQ, UNCONFIRMED = (
     "seen by both", "seen by both (recovered earlier)", "missing from the ledger",
     "not in the ledger: open dead letter", "in flight (younger than --min-age)", "payload the ingress would refuse",
-    "completed orders with no delivery", "not in the ledger: open dead letter before the window")
+    "completed orders with no delivery", "not in the ledger: open dead letter before the window",
+    "credit not confirmed by PayNow (not published)")
 
 
 # -- what the ledger side offers ---------------------------------------------------------------------------------
@@ -179,13 +185,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """Nothing left missing (recovered or in flight) and nothing failed to publish."""
-        unrecovered = [r for r in self.rows if r.category == MISSING and not r.recovered]
+        """Nothing left missing (recovered or in flight), nothing failed to publish, no unconfirmed credit."""
+        unrecovered = [r for r in self.rows if r.category in (MISSING, UNCONFIRMED) and not r.recovered]
         return not unrecovered and not self.failed and not self.orphan_orders
 
     def summary(self) -> dict[str, int]:
         counts = {c: self.count(c) for c in (SEEN, RECOVERED_BEFORE, MISSING, DLQ, OLDER_DLQ, IN_FLIGHT,
-                                             UNMAPPABLE, NO_DELIVERY)}
+                                             UNMAPPABLE, UNCONFIRMED, NO_DELIVERY)}
         counts["recovered now" if not self.dry_run else "would recover"] = sum(
             1 for r in self.rows if r.category == MISSING and (r.recovered or self.dry_run) and not r.error)
         return counts
@@ -208,7 +214,8 @@ class Report:
         for r in interesting[:show]:
             d = r.delivery
             action = ("recovered" if r.recovered else f"[red]failed: {r.error}[/]" if r.error
-                      else "would recover" if r.category == MISSING and self.dry_run else "-")
+                      else "would recover" if r.category == MISSING and self.dry_run
+                      else "[red]not published[/]: check it in PayNow" if r.category == UNCONFIRMED else "-")
             ledger = f"DLQ {r.verdict}" if r.verdict else r.ledger_status or r.category
             out.add_row(d.event_id, d.event_type, d.order_id or "", d.state,
                         "none" if d.last_status is None else str(d.last_status) if d.last_status else "no answer",
@@ -239,6 +246,66 @@ def deliveries_in(api: ManagementApi, store_id: str, webhook_ids: Iterable[str],
     return found
 
 
+def _customer_id(value: Any) -> str | None:
+    customer = value.get("customer") if isinstance(value, dict) else None
+    found = customer.get("id") if isinstance(customer, dict) else None
+    return str(found) if found is not None else None
+
+
+def _lines(value: Any) -> Counter[tuple[str, int]]:
+    """(product id, quantity) of every line, as a multiset."""
+    lines = value.get("lines") if isinstance(value, dict) else None
+    out: Counter[tuple[str, int]] = Counter()
+    for line in lines if isinstance(lines, list) else []:
+        if isinstance(line, dict):
+            quantity = line.get("quantity", 1)
+            out[(str(line.get("product_id")), int(quantity) if isinstance(quantity, int) else -1)] += 1
+    return out
+
+
+def unconfirmed(api: ManagementApi, store_id: str, delivery: Delivery,
+                orders: Mapping[str, dict[str, Any]]) -> str | None:
+    """Why PayNow does not confirm this crediting delivery, or None when it does: an ON_ORDER_COMPLETED needs the
+    order (same id) completed (or refunded / charged back since), with the same customer and the same lines; a
+    subscription credit needs the subscription (same id) with the same customer and product, at that billing cycle
+    or later. The delivery history alone is never enough to credit anyone."""
+    payload = delivery.payload if isinstance(delivery.payload, dict) else {}
+    found = payload.get("body")
+    body: dict[str, Any] = found if isinstance(found, dict) else {}
+    customer = _customer_id(body)
+    if delivery.event_type == ORDER_COMPLETED:
+        order_id = body.get("id")
+        if not isinstance(order_id, str):
+            return "the delivery names no order"
+        order = orders.get(order_id) or api.order(store_id, order_id)
+        if order is None:
+            return f"PayNow's orders endpoint has no order {order_id}"
+        if order.get("status") not in COMPLETED_STATUSES:
+            return f"order {order_id} is {order.get('status')!r}, not completed"
+        paid_by = str(order.get("customer_id") or _customer_id(order))
+        if paid_by != customer:
+            return f"order {order_id} belongs to customer {paid_by}, the delivery names {customer}"
+        if _lines(order) != _lines(body):
+            return f"order {order_id}'s lines differ from the delivery's (product, quantity)"
+        return None
+    subscription_id = body.get("id")
+    if not isinstance(subscription_id, str):
+        return "the delivery names no subscription"
+    subscription = api.subscription(store_id, subscription_id)
+    if subscription is None:
+        return f"PayNow's subscriptions endpoint has no subscription {subscription_id}"
+    if _customer_id(subscription) != customer:
+        return f"subscription {subscription_id} belongs to customer {_customer_id(subscription)}, the delivery " \
+               f"names {customer}"
+    if str(subscription.get("product_id")) != str(body.get("product_id")):
+        return f"subscription {subscription_id} is for product {subscription.get('product_id')}, the delivery " \
+               f"names {body.get('product_id')}"
+    reached, cycle = subscription.get("billing_cycle_sequence"), body.get("billing_cycle_sequence")
+    if not isinstance(reached, int) or not isinstance(cycle, int) or cycle > reached:
+        return f"subscription {subscription_id} is at billing cycle {reached}, the delivery credits cycle {cycle}"
+    return None
+
+
 def recover(delivery: Delivery, publish: Publish, region: str) -> str:
     """Publish one delivery exactly as the ingress would have (plus `source: reconcile`); its message id."""
     raw = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
@@ -258,12 +325,13 @@ def reconcile(api: ManagementApi, ledger: LedgerView, *, store_id: str, since_ms
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     if not dry_run and publish is None:
         raise ValueError("a publisher is needed unless dry_run")
-    if webhook_ids is None:
-        webhook_ids = [w["id"] for w in api.webhooks(store_id) if w.get("type", "json_v1") == "json_v1"]
+    if webhook_ids is None:  # the list PayNow returns holds each subscription's secret: ManagementApi drops it
+        webhook_ids = [str(w["id"]) for w in api.webhooks(store_id) if w.get("type", "json_v1") == "json_v1"]
         say(f"store {store_id}: {len(webhook_ids)} JSON webhook subscription(s)")
     # orders first: PayNow queues an order's webhook when it completes it, so every order listed now has its delivery
     # in the history read next (read the other way round, an order completed in between would look undelivered)
     completed = list(api.orders(store_id, since_ms=since_ms, statuses=COMPLETED_STATUSES))
+    orders_by_id = {str(o.get("id")): o for o in completed}
     found = deliveries_in(api, store_id, webhook_ids, since_ms, say)
     say(f"{len(found)} PayNow events in the window; reading webhookEvents, order aggregates and the DLQ")
     events = ledger.event_docs(list(found))
@@ -301,6 +369,15 @@ def reconcile(api: ManagementApi, ledger: LedgerView, *, store_id: str, since_ms
             row.category, row.error = UNMAPPABLE, ""
             row.ledger_status = f"{exc.field}: {exc.problem}"
             continue
+        if row.delivery.event_type in CREDITING:
+            try:
+                why = unconfirmed(api, store_id, row.delivery, orders_by_id)
+            except ApiError as exc:
+                why = f"PayNow could not be asked ({exc})"[:200]
+            if why is not None:
+                row.category, row.ledger_status = UNCONFIRMED, why
+                say(f"not recovering {row.delivery.event_id} ({row.delivery.event_type}): {why}")
+                continue
         if dry_run:
             continue
         assert publish is not None
@@ -378,7 +455,7 @@ def settings_from(args: argparse.Namespace, stack_info: Mapping[str, Any] | None
     if not project:
         raise ApiError("no project: give --project or set GOOGLE_CLOUD_PROJECT")
     url = args.api_url or os.environ.get("PAYNOW_API_URL") or fake.get("url") or DEFAULT_BASE_URL
-    return Settings(api_key, url, store, project)
+    return Settings(api_key, check_base_url(url), store, project)
 
 
 def _log(severity: str, message: str, **fields: Any) -> None:

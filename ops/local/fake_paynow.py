@@ -97,6 +97,7 @@ class FakePayNow:
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event enum name -> subscription
     queued: list[dict[str, Any]] = field(default_factory=list)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store_subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # SubscriptionDto by id
     faults: deque[Fault] = field(default_factory=deque)
     resends: list[str] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -153,6 +154,11 @@ class FakePayNow:
         elif (kind == "ON_CHARGEBACK" or (kind == "ON_REFUND" and body.get("status") == "completed")) \
                 and body.get("order_id") in self.orders:
             self.orders[body["order_id"]]["status"] = "refunded" if kind == "ON_REFUND" else "chargeback"
+        elif kind in ("ON_SUBSCRIPTION_ACTIVATED", "ON_SUBSCRIPTION_RENEWED") and isinstance(body.get("id"), str):
+            cycle = body.get("billing_cycle_sequence")
+            known = self.store_subscriptions.get(body["id"])
+            if known is None or (isinstance(cycle, int) and cycle > known["billing_cycle_sequence"]):
+                self.store_subscriptions[body["id"]] = subscription_from_body(body, self.store_id, created_ms)
 
     def add_order(self, order: dict[str, Any]) -> None:
         """An order PayNow holds (e.g. one for which no webhook was ever queued)."""
@@ -188,6 +194,18 @@ def order_from_body(body: Mapping[str, Any], store_id: str, created_ms: int, sta
                total_amount=total, tax_amount=0, discount_amount=0, billing_cycle_sequence=0,
                created_at=iso(created_ms), completed_at=iso(created_ms), tax_jurisdictions=[], applied_coupons=[],
                applied_giftcards=[])
+
+
+def subscription_from_body(body: Mapping[str, Any], store_id: str, created_ms: int) -> dict[str, Any]:
+    """The SubscriptionDto PayNow would show for a subscription delivery's body (at its billing cycle)."""
+    customer = body.get("customer") or {}
+    customer_id = str(customer.get("id") or "0")
+    cycle = body.get("billing_cycle_sequence")
+    return dto("SubscriptionDto", id=str(body["id"]), store_id=store_id, product_id=str(body.get("product_id")),
+               customer=dto("CustomerDto", id=customer_id, store_id=store_id, created_at=iso(created_ms),
+                            metadata={}, name=customer.get("name")),
+               status="active", billing_cycle_sequence=cycle if isinstance(cycle, int) else 0,
+               created_at=iso(created_ms))
 
 
 def from_traffic_record(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -327,6 +345,12 @@ def create_app(fake: FakePayNow, feed: TrafficFeed | None = None) -> Starlette:
         found = fake.orders.get(request.path_params["orderId"])
         return JSONResponse(_public(found)) if found else error(404, "not-found", "order not found")
 
+    async def subscription(request: Request) -> Response:
+        if (refused := guard(request)) is not None:
+            return refused
+        found = fake.store_subscriptions.get(request.path_params["subscriptionId"])
+        return JSONResponse(_public(found)) if found else error(404, "not-found", "subscription not found")
+
     async def fake_orders(request: Request) -> Response:
         """Not PayNow's: add an order no webhook was ever queued for (drills); same API key."""
         if request.headers.get("authorization") != f"APIKey {fake.api_key}":
@@ -342,6 +366,7 @@ def create_app(fake: FakePayNow, feed: TrafficFeed | None = None) -> Starlette:
         Route(f"{store}/webhooks/{{webhookId}}/history", history, methods=["GET"]),
         Route(f"{store}/orders", orders, methods=["GET"]),
         Route(f"{store}/orders/{{orderId}}", order, methods=["GET"]),
+        Route(f"{store}/subscriptions/{{subscriptionId}}", subscription, methods=["GET"]),
         Route("/_fake/orders", fake_orders, methods=["POST"]),
     ])
 

@@ -26,6 +26,7 @@ from ops.local.emulators import LOOPBACK, free_port
 from ops.local.process import NotReady, http_ok, start_time, wait_for
 from ops.local.process import Process as Process  # the stack's processes; `paynow up` and fake_paynow import it here
 from ops.local.topology import DEFAULT_PROJECT, Topology
+from schemas.deliveries import event_type_enum
 from schemas.signing import new_secret
 
 PRIMARY, SECONDARY = "us-central1", "europe-west1"
@@ -34,8 +35,21 @@ STACK_FILE = "stack.json"
 DEMO_MAPPINGS = {"cus_demo_alice": "user_alice", "cus_demo_bob": "user_bob", "cus_demo_carol": "user_carol"}
 # HAProxy notices a draining ingress within 1 s (2 checks × 500 ms), so 2 s of drain on SIGTERM is enough. The
 # rate limit keeps its defaults: it charges refused requests only, and sees local clients through HAProxy's
-# X-Forwarded-For (TRUSTED_PROXIES is HAProxy's source address).
-LOCAL_SETTINGS = {"DRAIN_SECONDS": "2"}
+# X-Forwarded-For (FORWARDED_HOPS=1: HAProxy appends the one entry; the client is the right-most).
+LOCAL_SETTINGS = {"DRAIN_SECONDS": "2", "FORWARDED_HOPS": "1"}
+
+
+def bound_secrets(secret: str) -> dict[str, str]:
+    """The ingress's secrets as Cloud Run gets them (deploy/ingress.tf): one PAYNOW_WEBHOOK_SECRETS_<TYPE> variable
+    per PayNow subscription, each bound to its event type. Every type holds the stack's one secret, because the
+    local traffic tools sign every delivery with `webhookSecret`."""
+    return {f"PAYNOW_WEBHOOK_SECRETS_{event_type}": secret for event_type in event_type_enum()}
+
+
+def local_secrets(secret: str) -> dict[str, str]:
+    """bound_secrets, plus the same secret bare: the traffic mix also sends a future type (ON_SOMETHING_NEW) that no
+    PayNow subscription can have yet, and only a bare secret verifies it (the ingress warns about it at start)."""
+    return {**bound_secrets(secret), "PAYNOW_WEBHOOK_SECRETS": secret}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -187,8 +201,8 @@ class Stack:
             "REGION": region, "SERVICE_NAME": f"paynow-ingress-{region}", "LOG_LEVEL": "INFO",
             "MULTI_REGION_ENABLED": "true", "PRIMARY_REGION": primary, "SECONDARY_REGION": secondary,
             "FAILOVER_ENABLED": "true", "EVENT_SCHEMA_VERSION": "4", "EVENT_SCHEMA_MIN_COMPATIBLE": "2",
-            "PAYNOW_WEBHOOK_SECRETS": self.secret, "PUBSUB_TOPIC": self.topology.topic,
-            "ADMIN_TOKEN": secrets.token_urlsafe(24), "PORT": str(port), "TRUSTED_PROXIES": haproxy.SOURCE_ADDRESS,
+            **local_secrets(self.secret), "PUBSUB_TOPIC": self.topology.topic,
+            "ADMIN_TOKEN": secrets.token_urlsafe(24), "PORT": str(port),
             **LOCAL_SETTINGS, **self.config.ingress_env,
         }
         # each region's secret-holding config, readable by its owner only (what Secret Manager gives Cloud Run)

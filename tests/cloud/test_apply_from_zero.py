@@ -149,7 +149,7 @@ def test_every_secret_gets_a_value_before_the_services_start() -> None:
     targeted = steps[:first_full_apply]
     for name, secret in load().of_type("google_secret_manager_secret").items():
         assert f"-target=google_secret_manager_secret.{name}" in targeted, name
-        add = f"gcloud secrets versions add {secret['secret_id']} --data-file=-"
+        add = f"gcloud secrets versions add {secret['secret_id'].replace('${each.key}', '$TYPE')} --data-file=-"
         assert add in targeted, f"no step adds a version of {secret['secret_id']} before the full apply"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import fastavro
 
+from ingress import Settings
 from ops.local.topology import Topology
 from schemas import codec, deliveries, encode_envelope, envelope_from_payload
 
@@ -183,8 +184,11 @@ def test_every_service_account_has_exactly_its_listed_roles() -> None:
 def test_per_region_grants_go_to_that_regions_own_account() -> None:
     for (kind, name), body in load().resources.items():
         if kind.endswith("_iam_member") and re.search(r"google_service_account\.(ingress|pipeline)\b", body["member"]):
-            assert body["for_each"] == "${var.regions}", f"{kind}.{name}"
-            assert "[each.key].email}" in body["member"], f"{kind}.{name} grants to another region's account"
+            if body["for_each"] == "${var.regions}":
+                assert "[each.key].email}" in body["member"], f"{kind}.{name} grants to another region's account"
+            else:  # region x webhook subscription (the ingress reads each subscription's own secret)
+                assert "setproduct(keys(var.regions), var.webhook_event_types)" in body["for_each"], f"{kind}.{name}"
+                assert "[each.value.region].email}" in body["member"], f"{kind}.{name}"
 
 
 def test_no_authoritative_or_primitive_grants() -> None:
@@ -207,15 +211,37 @@ def test_ingress_is_publish_only() -> None:
 def test_ingress_gets_every_design_setting_with_secrets_from_secret_manager() -> None:
     env = env_of(container())
     design = {"REGION", "SERVICE_NAME", "LOG_LEVEL", "MULTI_REGION_ENABLED", "PRIMARY_REGION", "SECONDARY_REGION",
-              "FAILOVER_ENABLED", "EVENT_SCHEMA_VERSION", "EVENT_SCHEMA_MIN_COMPATIBLE", "PAYNOW_WEBHOOK_SECRETS",
-              "PUBSUB_TOPIC", "GOOGLE_CLOUD_PROJECT", "ADMIN_TOKEN"}
+              "FAILOVER_ENABLED", "EVENT_SCHEMA_VERSION", "EVENT_SCHEMA_MIN_COMPATIBLE", "PUBSUB_TOPIC",
+              "GOOGLE_CLOUD_PROJECT", "ADMIN_TOKEN", "FORWARDED_HOPS"}
     assert design <= set(env)
+    assert "PAYNOW_WEBHOOK_SECRETS" not in env and "TRUSTED_PROXIES" not in env
     assert env["REGION"]["value"] == "${each.key}"
     assert env["EVENT_SCHEMA_VERSION"]["value"] == "4"
-    for name in ("PAYNOW_WEBHOOK_SECRETS", "ADMIN_TOKEN"):
-        assert "value" not in env[name], f"{name} must not be a plain value in the Terraform state"
-        ref = block(block(env[name], "value_source"), "secret_key_ref")
-        assert ref["version"] == "latest" and ref["secret"].startswith("${google_secret_manager_secret.")
+    assert env["FORWARDED_HOPS"]["value"] == "2"  # Google's LB appends "<client>, <LB address>"
+    per_subscription = block(container(), "dynamic")["env"]
+    assert per_subscription["for_each"] == "${google_secret_manager_secret.webhook_secrets}"
+    assert block(per_subscription, "content")["name"] == "PAYNOW_WEBHOOK_SECRETS_${env.key}"
+    for name, variable in (("PAYNOW_WEBHOOK_SECRETS_<TYPE>", block(per_subscription, "content")),
+                           ("ADMIN_TOKEN", env["ADMIN_TOKEN"])):
+        assert "value" not in variable, f"{name} must not be a plain value in the Terraform state"
+        ref = block(block(variable, "value_source"), "secret_key_ref")
+        assert ref["version"] == "latest" and ref["secret"].startswith(("${google_secret_manager_secret.",
+                                                                          "${env.value.secret_id"))
+
+
+def test_one_secret_per_subscription_for_paynow_event_types_only() -> None:
+    """Every default event type is one of PayNow's, and the variable's validation list is PayNow's whole enum."""
+    config = load()
+    secret = config.resource("google_secret_manager_secret", "webhook_secrets")
+    assert secret["for_each"] == "${toset(var.webhook_event_types)}"
+    assert secret["secret_id"] == "paynow-webhook-${each.key}"
+    variable = config.variables["webhook_event_types"]
+    enum = deliveries.event_type_enum()
+    assert set(variable["default"]) <= set(enum) and "ON_ORDER_COMPLETED" in variable["default"]
+    condition = block(variable, "validation")["condition"]
+    assert re.findall(r'"(ON_[A-Z_]+)"', condition) == enum
+    for event_type in variable["default"]:
+        Settings.from_env({f"PAYNOW_WEBHOOK_SECRETS_{event_type}": "s"})  # the ingress takes each variable
 
 
 def test_ingress_settings_the_code_reads_are_the_ones_set() -> None:

@@ -33,8 +33,8 @@ def admin_log() -> Iterator[io.StringIO]:
 
 @pytest.fixture
 def behind_proxy() -> Iterator[TestClient]:
-    """Requests arriving from the load balancer (127.0.0.2, trusted), which names the client in X-Forwarded-For."""
-    app = create_app(make_settings(TRUSTED_PROXIES="127.0.0.2"), publisher=RecordingPublisher())
+    """Requests arriving from the load balancer (127.0.0.2, one hop), which appends the client to X-Forwarded-For."""
+    app = create_app(make_settings(FORWARDED_HOPS="1"), publisher=RecordingPublisher())
     with TestClient(Peer(app, "127.0.0.2")) as client:
         yield client
 

@@ -73,3 +73,48 @@ def test_sigterm_drains_then_exits_with_everything_acknowledged_published(topolo
     log = [json.loads(line) for line in (tmp_path / "ingress.log").read_text().splitlines()]
     assert all({"severity", "message", "region"} <= set(entry) for entry in log)
     assert any(entry["message"] == "draining" for entry in log)
+
+
+def test_the_local_stack_settings_as_a_process_bound_secrets_hops_and_the_body_deadline(topology: Topology,
+                                                                                         tmp_path: Path) -> None:
+    """`python -m ingress` with the local stack's per-type variables and hops (ops/local/stack.py bound_secrets, as
+    Cloud Run gets them, without the stack's extra bare copy): each type verifies with its own bound secret only, no
+    warning about bare secrets, and a slow client gets 408 within BODY_TIMEOUT."""
+    import socket
+    import time
+
+    from ops.local.stack import LOCAL_SETTINGS, bound_secrets
+    from schemas import deliveries, signing
+
+    port = free_port()
+    env = {**bound_secrets("whsec_local_orders"), **LOCAL_SETTINGS, "REGION": "europe-west1", "PORT": str(port),
+           "PUBSUB_TOPIC": topology.topic, "GOOGLE_CLOUD_PROJECT": topology.project, "BODY_TIMEOUT": "1",
+           "PAYNOW_WEBHOOK_SECRETS_ON_REFUND": "whsec_local_refunds", "LOG_LEVEL": "INFO"}
+    process = start(env, tmp_path / "ingress.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_ready(lambda: http_ok(f"{base}/readyz"), "ingress /readyz", 30)
+        order = order_body("evt-bound-1")
+        assert httpx.post(base + WEBHOOK, content=order,
+                          headers=signing.signed_headers("whsec_local_orders", order)).status_code == 202
+        forged = order_body("evt-bound-2")
+        refused = httpx.post(base + WEBHOOK, content=forged, headers=signing.signed_headers("whsec_local_refunds",
+                                                                                              forged))
+        assert refused.status_code == 401 and refused.json()["error"] == "secret_bound_to_other_event_type"
+        refund = deliveries.encode(deliveries.refund("evt-bound-3", "ref_1", "ord_1", "completed"))
+        assert httpx.post(base + WEBHOOK, content=refund,
+                          headers=signing.signed_headers("whsec_local_refunds", refund)).status_code == 202
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(f"POST {WEBHOOK} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         f"content-length: 100\r\n\r\n{{".encode())
+            sock.settimeout(5)
+            started = time.monotonic()
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 4
+    finally:
+        process.kill()
+    log = [json.loads(line) for line in (tmp_path / "ingress.log").read_text().splitlines()]
+    assert not [e for e in log if e["message"] == "webhook secrets not bound to an event type"]
+    assert "whsec_local" not in (tmp_path / "ingress.log").read_text()
+    [slow] = [e for e in log if e.get("error") == "body_timeout"]
+    assert slow["status"] == 408 and slow["clientIp"] == "127.0.0.1"  # no X-Forwarded-For: too few hops, the peer

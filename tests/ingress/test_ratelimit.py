@@ -5,6 +5,8 @@ import ipaddress
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -12,7 +14,6 @@ from ingress import create_app
 from ingress.ratelimit import TokenBucket, client_address, client_key
 from tests.ingress.conftest import LEGACY, WEBHOOK, RecordingPublisher, make_settings, order_body, signed_headers
 
-PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
 JUNK = {"content-type": "application/json", "paynow-timestamp": "1700000000000", "paynow-signature": "AAAA"}
 
 
@@ -149,24 +150,39 @@ def scope(peer: str, forwarded: str | None = None) -> dict[str, object]:
     return {"type": "http", "client": (peer, 5000), "headers": headers}
 
 
-@pytest.mark.parametrize(("peer", "forwarded", "expected"), [
-    ("203.0.113.9", None, "203.0.113.9"),
-    ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # not from a trusted proxy: header ignored
-    ("10.1.2.3", "198.51.100.1", "198.51.100.1"),
-    ("10.1.2.3", "1.1.1.1, 198.51.100.1, 10.0.0.5", "198.51.100.1"),  # right-most untrusted hop
-    ("10.1.2.3", None, "10.1.2.3"),
-    ("10.1.2.3", "10.0.0.7", "10.0.0.7"),
+CLOUD_RUN_PEER = "169.254.1.1"  # what a Cloud Run container sees as its peer: never the LB, never the client
+
+
+@pytest.mark.parametrize(("hops", "peer", "forwarded", "expected"), [
+    (0, "203.0.113.9", None, "203.0.113.9"),
+    (0, "203.0.113.9", "198.51.100.1", "203.0.113.9"),  # no proxy in front: the header is the client's own
+    (1, "127.0.0.2", "198.51.100.1", "198.51.100.1"),  # HAProxy appended the client
+    (1, "127.0.0.2", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # left of it: written by the client
+    (2, CLOUD_RUN_PEER, "203.0.113.50, 34.120.1.2", "203.0.113.50"),  # Google's LB: "<client>, <LB address>"
+    (2, CLOUD_RUN_PEER, "6.6.6.6, 203.0.113.50, 34.120.1.2", "203.0.113.50"),  # a spoofed left-most entry
+    (2, CLOUD_RUN_PEER, "6.6.6.6, 7.7.7.7, 2001:db8::7, 34.120.1.2", "2001:db8::7"),
+    (2, CLOUD_RUN_PEER, "203.0.113.50", CLOUD_RUN_PEER),  # too few hops: the peer, never a guess
+    (2, CLOUD_RUN_PEER, None, CLOUD_RUN_PEER),
+    (2, CLOUD_RUN_PEER, "", CLOUD_RUN_PEER),
+    (2, CLOUD_RUN_PEER, "not-an-ip, 34.120.1.2", CLOUD_RUN_PEER),  # garbage where the client should be
+    (2, CLOUD_RUN_PEER, ",,,", CLOUD_RUN_PEER),
 ])
-def test_client_address(peer: str, forwarded: str | None, expected: str) -> None:
-    assert client_address(scope(peer, forwarded), PROXIES) == expected
+def test_client_address_counts_hops_from_the_right(hops: int, peer: str, forwarded: str | None,
+                                                   expected: str) -> None:
+    assert client_address(scope(peer, forwarded), hops) == expected
 
 
-def test_google_load_balancer_hops() -> None:
-    """Google's LB appends "<client>, <lb>"; with its addresses trusted the client is the right-most other hop."""
-    google = tuple(ipaddress.ip_network(n) for n in ("35.191.0.0/16", "130.211.0.0/22", "34.120.1.2/32"))
-    forged_then_real = "6.6.6.6, 203.0.113.50, 34.120.1.2"
-    assert client_address(scope("35.191.3.4", forged_then_real), google) == "203.0.113.50"
-    assert client_address(scope("130.211.1.9", "2001:db8::7, 34.120.1.2"), google) == "2001:db8::7"
+def test_several_forwarded_headers_are_one_list() -> None:
+    headers = [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"203.0.113.50, 34.120.1.2")]
+    assert client_address({"type": "http", "client": (CLOUD_RUN_PEER, 1), "headers": headers}, 2) == "203.0.113.50"
+
+
+@given(st.lists(st.text(max_size=40), max_size=6), st.integers(0, 8))
+def test_any_forwarded_header_gives_the_peer_or_an_address(entries: list[str], hops: int) -> None:
+    value = ",".join(entries).encode("utf-8", "surrogatepass")
+    address = client_address({"type": "http", "client": (CLOUD_RUN_PEER, 1),
+                              "headers": [(b"x-forwarded-for", value)]}, hops)
+    assert address == CLOUD_RUN_PEER or ipaddress.ip_address(address)
 
 
 @pytest.mark.parametrize(("address", "key"), [
@@ -178,7 +194,7 @@ def test_google_load_balancer_hops() -> None:
     ("testclient", "testclient"),
 ])
 def test_client_key(address: str, key: str) -> None:
-    assert client_key(scope(address), ()) == key
+    assert client_key(scope(address), 0) == key
 
 
 # -- the middleware: refusals are charged, signed deliveries never -------------------------------------------
@@ -240,17 +256,29 @@ def test_5xx_answers_are_not_charged(clients: MakeClients) -> None:
 
 
 def test_a_forged_forwarded_header_does_not_escape_the_budget(clients: MakeClients) -> None:
-    c = clients(RATE_LIMIT_BURST="1", RATE_LIMIT_PER_MINUTE="1", TRUSTED_PROXIES="127.0.0.2")
+    c = clients(RATE_LIMIT_BURST="1", RATE_LIMIT_PER_MINUTE="1")
     statuses = [c.junk("203.0.113.7", **{"x-forwarded-for": f"198.51.100.{i}"}) for i in range(3)]
-    assert statuses == [401, 429, 429]  # the peer is no trusted proxy, so its header is ignored
+    assert statuses == [401, 429, 429]  # FORWARDED_HOPS=0: no proxy in front, the header is the client's own
 
 
-def test_behind_a_trusted_proxy_the_forwarded_client_is_charged(clients: MakeClients) -> None:
-    c = clients(RATE_LIMIT_BURST="1", RATE_LIMIT_PER_MINUTE="1", TRUSTED_PROXIES="127.0.0.2")
-    # HAProxy (127.0.0.2) appends the real client; what the client wrote to the left of it does not count
+def test_behind_one_proxy_the_forwarded_client_is_charged(clients: MakeClients) -> None:
+    c = clients(RATE_LIMIT_BURST="1", RATE_LIMIT_PER_MINUTE="1", FORWARDED_HOPS="1")
+    # HAProxy appends the real client; what the client wrote to the left of it does not count
     real = [c.junk("127.0.0.2", **{"x-forwarded-for": f"6.6.6.{i}, 198.51.100.9"}) for i in range(3)]
     assert real == [401, 429, 429]
     assert c.junk("127.0.0.2", **{"x-forwarded-for": "198.51.100.10"}) == 401  # another client behind it
+
+
+def test_behind_google_s_load_balancer_each_client_has_its_own_budget(clients: MakeClients) -> None:
+    """Cloud Run shows every request from the same peer: the client is counted from the right of X-Forwarded-For,
+    so one client's junk never turns another's refusals (a retired secret: 401) into 429, and rewriting the
+    left-hand entries does not buy a fresh budget."""
+    c = clients(RATE_LIMIT_BURST="2", RATE_LIMIT_PER_MINUTE="1", FORWARDED_HOPS="2")
+    lb = "34.120.1.2"
+    spoofed = [c.junk(CLOUD_RUN_PEER, **{"x-forwarded-for": f"6.6.{i}.{i}, 203.0.113.66, {lb}"}) for i in range(4)]
+    assert spoofed == [401, 401, 429, 429]
+    assert [c.junk(CLOUD_RUN_PEER, **{"x-forwarded-for": f"198.51.100.9, {lb}"}) for _ in range(2)] == [401, 401]
+    assert c.signed(CLOUD_RUN_PEER, "7001", **{"x-forwarded-for": f"203.0.113.66, {lb}"}) == 202
 
 
 def test_health_endpoints_are_not_rate_limited(clients: MakeClients) -> None:
