@@ -26,7 +26,17 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from pipeline.commit_plan import Create, Increment, ReplaceIfUnchanged, Upsert, Write
+from pipeline.commit_plan import Create, Increment, ReplaceIfUnchanged, Write
+
+try:
+    from pipeline.commit_plan import Upsert as Upsert
+except ImportError:  # pragma: no cover - the commit plan before issue 19 had no upserts (the sim still writes some)
+    @dataclass(frozen=True)
+    class Upsert:  # type: ignore[no-redef]
+        path: str
+        fields: Mapping[str, Any]
+        increments: Mapping[str, int] = field(default_factory=dict)
+        minimums: Mapping[str, int] = field(default_factory=dict)
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -107,6 +117,7 @@ class Subscription:
         self.messages: dict[str, SimMessage] = {}  # unacked, by message id, in publish order (dict order)
         self.expired: list[SimMessage] = []
         self.max_deliveries: dict[str, int] = {}  # message id -> deliveries (for the wedged-key judge)
+        self.park_after: int | None = None  # a message delivered this often is parked (judged wedged), not redelivered
         self._acks = 0
 
     def add(self, message: SimMessage) -> None:
@@ -124,9 +135,16 @@ class Subscription:
                        f"after {self.retention_ms // DAY} days of retention")
 
     def next_available_ms(self) -> int | None:
-        """When something could next be pulled (None: nothing unacked)."""
+        """When something could next be pulled (None: nothing): a key's first unacked message decides for the key."""
         best = None
+        keys: set[str] = set()
         for m in self.messages.values():
+            if m.ordering_key:
+                if m.ordering_key in keys:
+                    continue
+                keys.add(m.ordering_key)
+            if self.park_after is not None and m.deliveries >= self.park_after:
+                continue
             at = m.deadline_ms if m.deadline_ms is not None else m.available_ms
             best = at if best is None else min(best, at)
         return best
@@ -144,7 +162,8 @@ class Subscription:
             key = m.ordering_key
             if key and key in blocked:
                 continue
-            if m.deadline_ms is not None or m.available_ms > now:
+            if m.deadline_ms is not None or m.available_ms > now or (
+                    self.park_after is not None and m.deliveries >= self.park_after):
                 if key:
                     blocked.add(key)
                 continue
@@ -265,6 +284,7 @@ class Firestore:
         self.clock = clock
         self.trace = trace
         self.docs: dict[str, tuple[dict[str, Any], int, int]] = {}
+        self._top: dict[str, dict[str, None]] = {}  # top-level collection -> its documents' paths, in creation order
         self.ever_events: dict[str, int] = {}  # webhookEvents ids ever created -> commit time (outlives the TTL)
         self.before: Fault | None = None
         self.after_commit: Fault | None = None
@@ -289,8 +309,15 @@ class Firestore:
         return {p: self.get(p) for p in paths}
 
     def collection(self, name: str) -> list[Snap]:
-        prefix = name + "/"
-        return [self.get(p) for p in self.docs if p.startswith(prefix) and p.count("/") == 1]
+        docs = self.docs
+        return [Snap(p, *docs[p]) for p in self._top.get(name, ())]
+
+    def _put(self, path: str, doc: tuple[dict[str, Any], int, int]) -> None:
+        if path not in self.docs:
+            parts = path.split("/", 2)
+            if len(parts) == 2:
+                self._top.setdefault(parts[0], {})[path] = None
+        self.docs[path] = doc
 
     def commit(self, writes: list[Write]) -> None:
         paths = [w.path for w in writes]
@@ -327,7 +354,7 @@ class Firestore:
                 fields = dict(w.fields)
                 for name in w.server_time:
                     fields[name] = now_ms
-                self.docs[w.path] = (fields, created, now)
+                self._put(w.path, (fields, created, now))
                 if w.path.startswith("webhookEvents/"):
                     self.ever_events.setdefault(w.path.split("/", 1)[1], now_ms)
             elif isinstance(w, Increment):
@@ -336,7 +363,7 @@ class Firestore:
                     fields[name] = int(fields.get(name) or 0) + delta
                 for name in w.server_time:
                     fields[name] = now_ms
-                self.docs[w.path] = (fields, created, now)
+                self._put(w.path, (fields, created, now))
             elif isinstance(w, Upsert):
                 fields = dict(current[0]) if current else {}
                 fields.update(w.fields)
@@ -344,7 +371,7 @@ class Firestore:
                     fields[name] = int(fields.get(name) or 0) + delta
                 for name, low in w.minimums.items():
                     fields[name] = low if fields.get(name) is None else min(int(fields[name]), low)
-                self.docs[w.path] = (fields, created, now)
+                self._put(w.path, (fields, created, now))
             else:  # pragma: no cover - the Write union is closed
                 raise TypeError(type(w).__name__)
 
@@ -356,17 +383,16 @@ class Firestore:
 
     def delete(self, path: str) -> None:
         self.docs.pop(path, None)
+        self._top.get(path.split("/", 1)[0], {}).pop(path, None)
 
     def ttl_sweep(self, rng: random.Random) -> list[str]:
         """Delete `webhookEvents` past `expiresAt`, each within a day of expiring (Firestore's TTL is not exact)."""
         now = self.clock.datetime()
         gone = []
-        for path, (fields, _, _) in list(self.docs.items()):
-            if not path.startswith("webhookEvents/"):
-                continue
-            expires = fields.get("expiresAt")
+        for path in list(self._top.get("webhookEvents", ())):
+            expires = self.docs[path][0].get("expiresAt")
             if isinstance(expires, dt.datetime) and expires <= now and rng.random() < 0.7:
-                del self.docs[path]
+                self.delete(path)
                 gone.append(path)
         return gone
 

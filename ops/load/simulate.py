@@ -32,6 +32,7 @@ import pipeline.dead_letters as dead_letters_module
 from ops.admin import audit as audit_module
 from ops.load import sim_world as w
 from ops.load.ledger_model import LedgerModel
+from ops.load.sim_world import Upsert
 from pipeline import accounts, sink
 from pipeline.caches import CustomerCache, ProductCatalog
 from pipeline.commit_plan import Create, Increment, Pending, Write, commit_writes
@@ -77,7 +78,12 @@ PRICE_BOUND_S = 60  # the sink's catalog cache (FirestoreConfig.product_refresh_
 MAX_DELIVERIES = 40  # a message delivered more often than this is wedged (a bounded-time detection must fire first)
 TRANSIENT_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Cancelled, gexc.Aborted,
                     gexc.ResourceExhausted, gexc.InternalServerError)
+SWEEP_EVERY_MS = 12 * w.HOUR  # the pipeline sweeps every 5 minutes; twice a day is enough to judge it by the end
 REGIONS = ("europe-west1", "us-central1")
+
+
+_RPC_TAKES_THROTTLER = "throttler" in inspect.signature(FirestoreRpc).parameters
+_PUBLISH_TAKES_CONFIG = "config" in inspect.signature(dead_letters_module._PublishFn).parameters
 
 
 class _NoThrottle:
@@ -180,12 +186,13 @@ def build_scenario(seed: int, days: int, without: frozenset[str] = frozenset()) 
 
     cids = list(customers)
     n_orders = rng.randint(3, 7)
+    sale = rng.randint(0, 5 * w.DAY)  # a sale: orders within a second, so one pull and one commit carry several
     for k in range(n_orders):
         cid = rng.choice(cids)
         order = f"ord{tag}n{k}"
         at = rng.randint(0, 6 * w.DAY) if rng.random() < 0.7 else rng.randint(0, 20 * w.DAY)
-        if rng.random() < 0.1:  # a burst: several orders within a second, so commits group them
-            at = 3 * w.HOUR + rng.randint(0, 500)
+        if rng.random() < 0.35:
+            at = sale + rng.randint(0, 50)
         lines = [deliveries.order_line(f"l{order}{j}", rng.choice(products), rng.randint(1, 3))
                  for j in range(rng.randint(1, 2))]
         uid = None
@@ -265,7 +272,7 @@ class SimTransport(FirestoreTransport):
     def __init__(self, sim: Sim, region: str) -> None:
         self._sim = sim
         self._db = sim.db
-        kwargs = {"throttler": _NoThrottle()} if "throttler" in inspect.signature(FirestoreRpc).parameters else {}
+        kwargs = {"throttler": _NoThrottle()} if _RPC_TAKES_THROTTLER else {}
         self._rpc = FirestoreRpc(region, 5, sim.clock.sleep, **kwargs)
 
     def get_all(self, paths: list[str]) -> dict[str, Any]:
@@ -331,8 +338,6 @@ class RecordStore:
         return dlq_admin.Letter(snap.id, snap.to_dict() or {}) if snap.exists else None
 
     def update(self, letter_id: str, fields: dict[str, Any], increments: dict[str, int] | None = None) -> None:
-        from pipeline.commit_plan import Upsert
-
         self._db._apply([Upsert(f"{dl.COLLECTION}/{letter_id}", fields, increments or {})])
 
 
@@ -366,8 +371,7 @@ class Worker:
         apply_fn._writer = writer
         apply_fn._metrics = RegionMetrics(self.region)
         self.apply = apply_fn
-        params = inspect.signature(dead_letters_module._PublishFn).parameters
-        if "config" in params:
+        if _PUBLISH_TAKES_CONFIG:
             publish = dead_letters_module._PublishFn("dlq", config, self._release_messages, scan=False)
             publish._client = None  # type: ignore[assignment]
             publish._commit = self._record_commit
@@ -482,9 +486,9 @@ class Outcome:
 
 class Sim:
     def __init__(self, seed: int, *, days: int = 130, processes: int = 2, without: frozenset[str] = frozenset(),
-                 trace: bool = True) -> None:
+                 trace: bool = True, scenario: Scenario | None = None) -> None:
         self.seed = seed
-        self.sc = build_scenario(seed, days, without)
+        self.sc = scenario or build_scenario(seed, days, without)
         self.rng = random.Random(f"world:{seed}")
         self.clock = w.Clock()
         self.trace = w.Trace(self.clock, trace)
@@ -495,6 +499,7 @@ class Sim:
         self.topic = w.Topic("envelopes", self.clock)
         retention = 7 * w.DAY if "retention" in self.sc.faults else 10_000 * w.DAY
         self.sub = w.Subscription("pipeline", self.clock, self.trace, retention_ms=retention)
+        self.sub.park_after = MAX_DELIVERIES + 1  # a wedged message is judged, not redelivered for months
         self.topic.subscriptions.append(self.sub)
         self.dlq = w.Topic("dlq", self.clock)
         self.dlq_sub = w.Subscription("dlq-inspect", self.clock, self.trace, retention_ms=retention)
@@ -502,6 +507,8 @@ class Sim:
         self.batch_size = 12
         self.workers = [Worker(self, f"w{i}", REGIONS[i % 2]) for i in range(processes)]
         self.depth = 0
+        self._sweep_due = False
+        self.end_ms = self.clock.start_ms + self.sc.days * w.DAY
         self.letters: list[tuple[int, str, str, str]] = []  # (at, eventId, verdict, reason) of every dead-lettering
         self.accepted: dict[str, Planned] = {}
         self.hand_docs: set[str] = set()
@@ -511,7 +518,7 @@ class Sim:
 
     # -- faults at each Firestore call, and the interleaving of workers
     def maybe_fail(self, kind: str, paths: list[str]) -> None:
-        if "transient" in self.sc.faults and self.rng.random() < 0.03:
+        if "transient" in self.sc.faults and self.rng.random() < 0.015:
             error = self.rng.choice(TRANSIENT_ERRORS)
             raise error(f"{kind} failed (injected)")
 
@@ -520,7 +527,7 @@ class Sim:
         if kind == "commit":
             for p in paths:
                 span = self._permanent_paths.get(p)
-                if span is not None and span[0] <= self.clock.now_ms < span[1]:
+                if span is not None and span[0] <= self.clock.now_ms - self.clock.start_ms < span[1]:
                     raise gexc.InvalidArgument(f"write of {p} refused (injected permanent fault)")
         if self.depth == 0 and len(self.workers) > 1 and self.rng.random() < 0.25:
             free = [x for x in self.workers if not x.busy]
@@ -554,6 +561,7 @@ class Sim:
         except Exception as exc:  # only for the trace
             reason = f"undecodable: {exc!r}"[:120]
         self.letters.append((self.clock.now_ms, event_id, verdict, reason))
+        self._schedule_sweep()
         self.trace(f"dead-lettered {event_id}: {verdict} ({reason})")
 
     # -- the world's actors
@@ -592,8 +600,6 @@ class Sim:
         self.trace(f"mapping {customer} -> {self.sc.customers[customer]} appears")
 
     def _set_price(self, product: str, points: int) -> None:
-        from pipeline.commit_plan import Upsert
-
         self.db._apply([Upsert(f"products/{product}", {"points": points, "kind": "one_time", "active": True})])
         self.trace(f"price of {product} is now {points} points")
 
@@ -632,6 +638,8 @@ class Sim:
             letters.sort(key=lambda s: (s.get(dl.FIRST_FAILED_AT) or 0, s.id))
             ids = {s.id: s.id for s in letters[:dead_letters_module.SWEEP_LIMIT]}
             try:
+                if not ids:
+                    raise LookupError("nothing to sweep")
                 snaps = self.workers[0].transport.get_all([f"webhookEvents/{e}" for e in ids.values()])
                 committed = {s.id: str((s.to_dict() or {}).get("status", "")) for s in snaps.values() if s.exists}
                 writes = resolutions(ids, committed, "sweep", self.clock.now_ms)
@@ -641,8 +649,15 @@ class Sim:
                     self.trace(f"sweep resolved {len(writes)} dead letters")
             except Exception as exc:
                 self.trace(f"sweep failed: {type(exc).__name__}")
-        if self.clock.now_ms + 6 * w.HOUR < self.end_ms:
-            self.scheduler.at(self.clock.now_ms + 6 * w.HOUR, "sweep", self._sweep)
+        self._sweep_due = False
+        if HAS_RECORD and any(s.get(dl.STATE) in dl.UNRESOLVED for s in self.db.collection(dl.COLLECTION)):
+            self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        """The sweep runs every SWEEP_EVERY_MS while unresolved letters exist (an idle world skips the empty scans)."""
+        if not self._sweep_due and self.clock.now_ms + SWEEP_EVERY_MS < self.end_ms:
+            self._sweep_due = True
+            self.scheduler.at(self.clock.now_ms + SWEEP_EVERY_MS, "sweep", self._sweep)
 
     def _replay(self) -> None:
         """The operator replays every unresolved dead letter (`paynow dlq replay`)."""
@@ -686,7 +701,6 @@ class Sim:
         for at in sc.replays:
             self.scheduler.at(start + at, "replay", self._replay)
         self.scheduler.at(start + w.HOUR, "daily", self._daily)
-        self.scheduler.at(start + 6 * w.HOUR, "sweep", self._sweep)
         for worker in self.workers:
             worker.idle = True
         while len(self.scheduler) and (self.scheduler.next_ms() or 0) <= self.end_ms:
@@ -838,9 +852,14 @@ class Sim:
 
 
 def run_seed(seed: int, *, days: int = 130, processes: int = 2, without: frozenset[str] = frozenset(),
-             trace: bool = True) -> Outcome:
+             trace: bool = True, scenario: Scenario | None = None) -> Outcome:
     """One seed, start to judgement, on the virtual clock (the pipeline modules' time patched for the run)."""
-    sim = Sim(seed, days=days, processes=processes, without=without, trace=trace)
+    return run_sim(Sim(seed, days=days, processes=processes, without=without, trace=trace, scenario=scenario))
+
+
+def run_sim(sim: Sim) -> Outcome:
+    """Run a world to its judgement (kept for inspection by the caller)."""
+    seed = sim.seed
     patched = _VirtualTime(sim.clock)
     saved = getattr(dead_letters_module, "time")  # noqa: B009 - the module's `time`, swapped for the run
     setattr(dead_letters_module, "time", patched)  # noqa: B010
