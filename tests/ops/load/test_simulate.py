@@ -73,7 +73,7 @@ def test_an_order_re_sent_after_the_ttl_never_credits_twice() -> None:
     world, outcome = _run(_scenario(sends=[
         sim.Planned(0, order, "order"),
         sim.Planned(45 * w.DAY, order, "the same event again, past the 30-day TTL", original=False),
-        sim.Planned(50 * w.DAY, _order("evO2", "ord1"), "re-sent under a new event id"),
+        sim.Planned(110 * w.DAY, _order("evO2", "ord1"), "re-sent under a new event id, 110 days later"),
     ]))
     assert outcome.ok, outcome.report()
     assert "webhookEvents/evO1" not in world.db.docs  # expired: only the order aggregate remembers the credit
