@@ -711,9 +711,10 @@ class Sim:
 
     def open_letters(self) -> dict[str, str]:
         """eventId -> verdict of every dead letter an operator can see and replay now."""
-        if HAS_RECORD:
-            return {str(s.get(dl.EVENT_ID)): str(s.get(dl.VERDICT)) for s in self.db.collection(dl.COLLECTION)
-                    if s.get(dl.STATE) in dl.UNRESOLVED}
+        if HAS_RECORD:  # what `paynow dlq list --state open --state replayed` shows
+            shown = dlq_admin.select(RecordStore(self.db), dlq_admin.Filter(states=frozenset(dl.UNRESOLVED)),
+                                     now_ms=self.clock.now_ms)
+            return {x.event_id: x.verdict for x in shown}
         self.dlq_sub._expire()  # pragma: no cover
         return {str(m.attributes.get(EVENT_ID)): str(m.attributes.get("verdict"))
                 for m in self.dlq_sub.messages.values()}
