@@ -62,8 +62,27 @@ def drill_hot_wallet(drills: Any, result: Any, *, duration: float, rate: float) 
     rpcs = _total(worker_before, worker_after, RPCS)
     result.add("Firestore RPCs per accepted webhook (reads and commits, both regions)",
                f"{rpcs / max(1, len(sent)):.2f}")
+    commits, crediting = wallet_commits(drills.db, sorted(sent))
+    result.add("commits that changed the wallet (distinct commit times of its crediting events)",
+               f"{commits} for {crediting} events: {commits / duration:.1f}/s, "
+               f"{crediting / max(1, commits):.1f} events each")
     if len(uids) == 1:
         snap = drills.db.document(f"users/{min(uids)}/wallet/points").get()
         balance = int((snap.to_dict() or {}).get("paidBalance", 0)) if snap.exists else 0
         result.add("the hot wallet's paidBalance", balance, "the independent model's (audit above)",
                    report.get(audit.MODEL_WALLETS).ok)
+
+
+def wallet_commits(db: Any, event_ids: list[str]) -> tuple[int, int]:
+    """(commits, events) among `event_ids` that changed a wallet: events committed together share their commit's
+    time (`processedAt` is the commit's server timestamp), so distinct times count the wallet's commits."""
+    times: set[Any] = set()
+    events = 0
+    for i in range(0, len(event_ids), 300):
+        refs = [db.collection("webhookEvents").document(e) for e in event_ids[i:i + 300]]
+        for snap in db.get_all(refs):
+            doc = snap.to_dict() or {} if snap.exists else {}
+            if doc.get("entryIds") and doc.get("processedAt") is not None:
+                times.add((doc.get("uid"), doc["processedAt"]))
+                events += 1
+    return len(times), events
