@@ -192,10 +192,10 @@ def measured(text: str) -> dict[str, float]:
     return out
 
 
-def section(text: str) -> str:
+def section(text: str, sample: int = MIX_SAMPLE) -> str:
     m = measured(text)
     kinds = writes_by_kind()
-    per_webhook, by_status = mix_writes()
+    per_webhook, by_status = mix_writes(sample)
     batched = {n: batched_order_writes(n) for n in (1, 10, 50)}
     price = FIRESTORE_WRITE_USD_PER_100K / 100_000
     lines = [
@@ -214,7 +214,7 @@ def section(text: str) -> str:
         "",
         "A user's events that share a commit share one wallet `Increment`: per crediting order "
         + ", ".join(f"{v:.2f} with {n} in one commit" for n, v in batched.items())
-        + f". Over the traffic generator's public mix ({MIX_SAMPLE:,} deliveries, each committed alone): "
+        + f". Over the traffic generator's public mix ({sample:,} deliveries, each committed alone): "
         f"**{per_webhook:.2f} writes per webhook** ("
         + ", ".join(f"{k} {v:.2f}" for k, v in by_status.items()) + ").",
         "",
