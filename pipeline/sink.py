@@ -15,7 +15,7 @@ from google.cloud import firestore
 
 from pipeline.batching import BatchInBundle
 from pipeline.caches import ProductCatalog
-from pipeline.commit_plan import Pending, Work, commit_writes, groups, waves
+from pipeline.commit_plan import Pending, Work, commit_writes, groups, lanes, waves
 from pipeline.firestore_transport import (
     CONFLICTS,
     FirestoreConfig,
@@ -66,8 +66,9 @@ class Applied:
 
 
 class LedgerWriter:
-    """Commits events: several per commit when they share no document, commits in parallel, then one by one
-    (re-read, decide again, commit) when a precondition fails.
+    """Commits events: several per commit when they share no document (a user's events in one commit, its wallet
+    written once), commits in parallel except two writing one wallet, then one by one (re-read, decide again,
+    commit) when a precondition fails.
 
     Parallel commits are safe: every order-event commit is conditioned on the aggregate version it read, and
     every entry on its key's claim, so a concurrent commit makes ours fail and be decided again (ledger spec).
@@ -145,11 +146,17 @@ class LedgerWriter:
                 results[i] = Applied(event, "write_failed", f"catalog: {exc}")
             except Exception:  # a bug on this event's data: settled alone (crash handling in _apply_one)
                 results[i] = self._apply_one(event)
-        commits = groups(pending)
-        done = (map(self._apply_group, commits) if self._pool is None or len(commits) == 1
-                else self._pool.map(self._apply_group, commits))
+        parallel = lanes(groups(pending))  # one wallet's commits one after another, never at the same time
+        done = (map(self._apply_lane, parallel) if self._pool is None or len(parallel) == 1
+                else self._pool.map(self._apply_lane, parallel))
         for applied in done:
             results.update(applied)
+        return results
+
+    def _apply_lane(self, lane: list[list[Pending]]) -> dict[int, Applied]:
+        results: dict[int, Applied] = {}
+        for group in lane:
+            results.update(self._apply_group(group))
         return results
 
     def _apply_group(self, group: list[Pending]) -> dict[int, Applied]:
