@@ -380,3 +380,23 @@ def test_a_hot_wallet_is_written_by_few_commits_never_two_at_once(firestore_db: 
     assert not overlaps, f"two commits wrote one wallet at the same time: {sorted(set(overlaps))}"
     assert wallet_commits.count("users/u1/wallet/points") == 2  # 170 events x 5 writes (estimate) > 450: two
     check_invariants(read_state(firestore_db))
+
+
+def test_a_refused_group_is_decided_again_as_a_group_not_event_by_event(
+        writer: LedgerWriter, firestore_db: firestore.Client, commits: list[list[str]]) -> None:
+    """A hot user's batch holding one event already committed (a redelivery the dedupe missed) and one cycle whose
+    key another event claimed: the group's commit is refused, then its events are decided again on fresh reads and
+    committed together, the wallet written once, instead of one commit (and one wallet write) per event."""
+    first = event(f.order("e0", "o0", [(f.P20, 1)]))
+    claimed = event(f.cycle("c0", "sub0", f.BASIC_MONTHLY, 1))
+    assert statuses(writer.apply([first, claimed])) == ["applied", "applied"]
+    commits.clear()
+    batch = [event(f.order(f"e{n}", f"o{n}", [(f.P20, 1)])) for n in range(1, 21)]
+    batch.insert(7, first)
+    batch.insert(12, event(f.cycle("c1", "sub0", f.BASIC_MONTHLY, 1)))  # the same key under another event id
+    results = writer.apply(batch)
+    assert statuses(results).count("applied") == 20 and statuses(results)[7] == "duplicate"
+    assert statuses(results)[12] == "duplicate_business_key"
+    assert sum("users/u1/wallet/points" in c for c in commits) == 1, commits
+    assert wallet(firestore_db, "u1") == 21 * 20 + 50
+    check_invariants(read_state(firestore_db))
