@@ -158,14 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--traffic-log", type=_existing_file, metavar="FILE",
                            help="record the replay in this traffic log, so `paynow audit` models it")
 
+    extra = [n for n in NAMES if n not in ORDER]  # chaos, hot-wallet: run by name only, not by `all`
     dr = commands.add_parser("drill", help="run a GameDay drill (or all) and print its figures",
-                             description=f"Drills: {', '.join(ORDER)}. Each uses the running stack "
+                             description=f"Drills: {', '.join(ORDER)} (all); by name only: {', '.join(extra)}. "
+                                         "Each uses the running stack "
                                          "($PAYNOW_HOME/stack.json) or brings up its own, drives traffic, injects "
                                          "its fault, audits and prints a table; exit status 1 on failure.")
-    dr.add_argument("name", metavar="NAME", choices=[*NAMES, "all"], help=f"one of: {', '.join(ORDER)}, all")
+    dr.add_argument("name", metavar="NAME", choices=[*NAMES, "all"], help=f"one of: {', '.join([*ORDER, *extra])}, all")
     dr.add_argument("--duration", type=_positive(float), help="seconds of traffic (default: the drill's own; "
                                                                "load: 1200)")
-    dr.add_argument("--rate", type=_positive(float), help="webhooks/s (default: normal rate; load: 2 × normal)")
+    dr.add_argument("--rate", type=_positive(float), help="webhooks/s (default: normal rate; load: 2 × normal; "
+                                                            "hot-wallet: 50)")
     dr.add_argument("--normal-rate", type=_positive(float), default=NORMAL_RATE,
                     help="a normal day's webhooks/s (default %(default)s)")
     dr.add_argument("--project", default=None, help="project id for a stack the drill starts itself")

@@ -96,22 +96,48 @@ def waves(work: list[Work]) -> list[list[Work]]:
 
 
 def groups(pending: list[Pending]) -> list[list[Pending]]:
-    """Commit groups of one wave, each user's events kept together so parallel commits never contend
-    for the same wallet document."""
+    """Commit groups of one wave, each user's events kept together: one commit holds all of a user's events up to
+    Firestore's write limit (so its wallet is written once for all of them), and a new group starts at a user
+    boundary once it holds EVENTS_PER_COMMIT events. A user needing more than one commit (several hundred writes)
+    has them in consecutive groups, which `lanes` keeps in one lane, so they never commit in parallel."""
     by_user: dict[str, list[Pending]] = {}
     for p in pending:
-        by_user.setdefault(p.decision.uid or f"event:{p.event.envelope['eventId']}", []).append(p)
+        by_user.setdefault(p.decision.uid or f"#{p.index}", []).append(p)  # no user: no wallet, each alone
     found: list[list[Pending]] = [[]]
     writes = 0
     for user_items in by_user.values():
+        if len(found[-1]) >= EVENTS_PER_COMMIT:
+            found.append([])
+            writes = 0
         for p in user_items:
             cost = 3 + 2 * len(p.decision.entries)  # event doc, aggregate, wallet + claim and entry each
-            if found[-1] and (writes + cost > MAX_WRITES_PER_COMMIT or len(found[-1]) >= EVENTS_PER_COMMIT):
+            if found[-1] and writes + cost > MAX_WRITES_PER_COMMIT:
                 found.append([])
                 writes = 0
             found[-1].append(p)
             writes += cost
     return [g for g in found if g]
+
+
+def lanes(commits: list[list[Pending]]) -> list[list[list[Pending]]]:
+    """The groups to commit one after another in one lane: groups sharing a wallet (a user) share a lane, so two
+    commits never write one wallet document at the same time (a Firestore document sustains about one write per
+    second; concurrent commits on it contend). Lanes run in parallel; each keeps its groups' order."""
+    found: list[tuple[set[str], list[list[Pending]]]] = []
+    for group in commits:
+        wallets = {p.decision.uid for p in group if p.decision.uid and p.decision.entries}
+        joined = [lane for lane in found if lane[0] & wallets]
+        if not joined:
+            found.append((set(wallets), [group]))
+            continue
+        first = joined[0]
+        for other in joined[1:]:  # a group spanning two lanes' wallets merges them, groups kept in arrival order
+            first[0].update(other[0])
+            first[1].extend(other[1])
+            found = [lane for lane in found if lane is not other]
+        first[0].update(wallets)
+        first[1].append(group)
+    return [lane for _, lane in found]
 
 
 def commit_writes(items: list[Pending], *, worker_region: str, now: dt.datetime, event_ttl_days: int) -> list[Write]:

@@ -15,7 +15,7 @@ from google.cloud import firestore
 
 from pipeline.batching import BatchInBundle
 from pipeline.caches import ProductCatalog
-from pipeline.commit_plan import Pending, Work, commit_writes, groups, waves
+from pipeline.commit_plan import Pending, Work, commit_writes, groups, lanes, waves
 from pipeline.firestore_transport import (
     CONFLICTS,
     FirestoreConfig,
@@ -66,8 +66,9 @@ class Applied:
 
 
 class LedgerWriter:
-    """Commits events: several per commit when they share no document, commits in parallel, then one by one
-    (re-read, decide again, commit) when a precondition fails.
+    """Commits events: several per commit when they share no document (a user's events in one commit, its wallet
+    written once), commits in parallel except two writing one wallet, then one by one (re-read, decide again,
+    commit) when a precondition fails.
 
     Parallel commits are safe: every order-event commit is conditioned on the aggregate version it read, and
     every entry on its key's claim, so a concurrent commit makes ours fail and be decided again (ledger spec).
@@ -145,18 +146,24 @@ class LedgerWriter:
                 results[i] = Applied(event, "write_failed", f"catalog: {exc}")
             except Exception:  # a bug on this event's data: settled alone (crash handling in _apply_one)
                 results[i] = self._apply_one(event)
-        commits = groups(pending)
-        done = (map(self._apply_group, commits) if self._pool is None or len(commits) == 1
-                else self._pool.map(self._apply_group, commits))
+        parallel = lanes(groups(pending))  # one wallet's commits one after another, never at the same time
+        done = (map(self._apply_lane, parallel) if self._pool is None or len(parallel) == 1
+                else self._pool.map(self._apply_lane, parallel))
         for applied in done:
             results.update(applied)
+        return results
+
+    def _apply_lane(self, lane: list[list[Pending]]) -> dict[int, Applied]:
+        results: dict[int, Applied] = {}
+        for group in lane:
+            results.update(self._apply_group(group))
         return results
 
     def _apply_group(self, group: list[Pending]) -> dict[int, Applied]:
         try:
             self._commit(group)
-        except CONFLICTS:  # an exact duplicate, a claimed key or a concurrent change: sort them out one by one
-            return {p.index: self._apply_one(p.event) for p in group}
+        except CONFLICTS:  # an exact duplicate, a claimed key or a concurrent change: decided again on fresh reads
+            return self._regroup(group) if len(group) > 1 else {group[0].index: self._apply_one(group[0].event)}
         except Unavailable as exc:
             return {p.index: Applied(p.event, UNAVAILABLE, str(exc)) for p in group}
         except WriteFailed as exc:
@@ -168,6 +175,52 @@ class LedgerWriter:
             log(logging.ERROR, "ledger commit crashed", events=len(group), error=repr(exc)[:500])
             return {p.index: self._apply_one(p.event) for p in group}
         return {p.index: Applied(p.event, p.decision.status, p.decision.reason, p.decision) for p in group}
+
+    def _regroup(self, group: list[Pending]) -> dict[int, Applied]:
+        """A refused group, once more as a group: every document that decides its events is read again, events
+        found committed are duplicates, cycles whose key is claimed duplicate_business_key, the others decided
+        again on the aggregates read and committed together (one wallet write for a hot user, not one per event).
+        If that commit is refused too, each event alone (`_apply_one`: bounded rounds, wedged keys detected)."""
+        paths: dict[int, tuple[str, str | None, str | None]] = {}
+        for p in group:
+            env = p.event.envelope
+            cls = event_class(env)
+            claim = claim_key(env, cls)
+            paths[p.index] = (f"webhookEvents/{env['eventId']}",
+                              f"orders/{order_id(env)}" if acts_on_order(env, cls) else None,
+                              f"ledgerKeys/{claim}" if claim else None)
+        try:
+            snaps = self._store.get_all([x for trio in paths.values() for x in trio if x])
+        except (Unavailable, WriteFailed):
+            return {p.index: self._apply_one(p.event) for p in group}
+        results: dict[int, Applied] = {}
+        again: list[Pending] = []
+        for p in group:
+            event_path, order_path, claim_path = paths[p.index]
+            if snaps[event_path].exists:
+                results[p.index] = Applied(p.event, "duplicate")
+                continue
+            aggregate, update_time = self._aggregate(snaps.get(order_path)) if order_path else (None, None)
+            try:
+                decision = self._decide(p.event, aggregate)
+            except Exception:  # its fate (unmapped, malformed, a bug) is settled alone, as on the first pass
+                results[p.index] = self._apply_one(p.event)
+                continue
+            if claim_path and snaps[claim_path].exists:
+                decision = decision.as_duplicate()
+            again.append(Pending(p.index, p.event, decision, update_time))
+        if not again:
+            return results
+        try:
+            self._commit(again)
+        except Unavailable as exc:  # transient: released for redelivery, as a group's first commit would be
+            results.update({p.index: Applied(p.event, UNAVAILABLE, str(exc)) for p in again})
+            return results
+        except Exception:  # refused again (or a bug): each event alone finds out, as before this second round
+            results.update({p.index: self._apply_one(p.event) for p in again})
+            return results
+        results.update({p.index: Applied(p.event, p.decision.status, p.decision.reason, p.decision) for p in again})
+        return results
 
     def _apply_one(self, event: Event) -> Applied:
         """The event alone: its fate, never an exception (an unexpected one stays with this event)."""

@@ -1,10 +1,37 @@
-"""`make bench`: run every benchmark in turn; each rewrites its own section of BENCHMARKS.md."""
+"""`make bench`: run every benchmark in turn; each rewrites its own section of BENCHMARKS.md, and the run's own
+section records when it ran, what it ran and the machine's load before and after."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import time
+from pathlib import Path
 
-BENCHMARKS = ("ops.load.bench_ingress", "ops.load.bench_pipeline")
+BENCHMARKS = ("ops.load.bench_ingress", "ops.load.bench_pipeline", "ops.load.bench_hot_wallet", "ops.load.capacity")
+"""In this order: the capacity section reads the figures the others just wrote."""
+FILE = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+BEGIN, END = "<!-- bench-run:begin -->", "<!-- bench-run:end -->"
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
+
+
+def write_run(names: list[str], started: str, load_before: str, seconds: float, path: Path = FILE) -> str:
+    """Rewrite the run's section (after the title, before the first benchmark's section)."""
+    markdown = (f"Last `make bench` run: {started}, {seconds / 60:.0f} min, sections {', '.join(names)}; machine "
+                f"load average (1 / 5 / 15 min) {load_before} before, {_load()} after, on {os.cpu_count()} cores "
+                "shared with whatever else ran.")
+    text = path.read_text()
+    if BEGIN not in text:
+        title, _, rest = text.partition("\n\n")
+        text = f"{title}\n\n{BEGIN}\n{END}\n\n{rest}"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
+    return markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
+    started, load_before, clock = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), _load(), time.monotonic()
     for name in names:
         print(f"== {name}", flush=True)
         importlib.import_module(name).main()
+    print(write_run(names, started, load_before, time.monotonic() - clock))
     return 0
 
 

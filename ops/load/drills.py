@@ -36,6 +36,7 @@ ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-
 ACK_P95_TARGET_MS = 50.0
 WORKER_P95_TARGET_MS = 250.0
 DEFAULT_DURATION["chaos"] = 90.0  # issue G, ops/load/chaos.py; not in `all` (it freezes the emulators)
+DEFAULT_DURATION["hot-wallet"] = 60.0  # issue 20, ops/load/drill_hot_wallet.py; not in `all` (50/s for a minute)
 NAMES = tuple(DEFAULT_DURATION)
 SETTLE_TIMEOUT_S = 120.0  # > the subscription's 60 s ack deadline: a killed worker's leases must expire first
 PUBLIC_MIX = {s: w for s, w in traffic.WEIGHTS.items() if not s.startswith("legacy_")}
@@ -131,16 +132,17 @@ class Drills:
     def send(self, name: str, *, rate: float, duration: float, weights: dict[str, int] | None = None,
              legacy: bool = False, during: Callable[[float], Awaitable[None]] | None = None,
              policy: traffic.RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None,
-             ) -> tuple[traffic.Stats, list[dict[str, Any]]]:
+             users: int | None = None) -> tuple[traffic.Stats, list[dict[str, Any]]]:
         """Run the traffic generator (and `during(start)` alongside it); its stats and its records.
 
-        `policy` is PayNow's re-sending (the generator's default unless given); `transport` sees every answer."""
+        `policy` is PayNow's re-sending (the generator's default unless given); `transport` sees every answer;
+        `users`: that many customers and no mapped ones (default: the mix's own, and three mapped customers)."""
         run_id = uuid.uuid4().hex[:8]
-        mapped = traffic.Mix.mapped_customers_for(run_id)
+        mapped = traffic.Mix.mapped_customers_for(run_id) if users is None else {}
         for customer, uid in mapped.items():
             map_customer(self.db, customer, uid)
         mix = traffic.Mix(seed=int(run_id, 16), run_id=run_id, mapped_customers=mapped,
-                          weights=weights or PUBLIC_MIX, legacy=legacy)
+                          weights=weights or PUBLIC_MIX, legacy=legacy, **({} if users is None else {"users": users}))
         log_path = self.stack.traffic_dir / f"{name}-{time.strftime('%H%M%S')}-{run_id}.jsonl"
         self.last_log = log_path  # where a drill appends what it did besides sending (traffic_log.append_log)
         publisher = traffic.Publisher(self.stack.info["topic"]) if legacy else None
@@ -297,6 +299,12 @@ class Drills:
         from ops.load.drill_failover import drill_worker_failover  # kill -9 the primary pipeline: the standby commits
 
         drill_worker_failover(self, result)
+
+    def drill_hot_wallet(self, result: Result) -> None:
+        from ops.load.drill_hot_wallet import HOT_RATE, drill_hot_wallet  # issue 20: one wallet at 50/s
+
+        drill_hot_wallet(self, result, duration=self._duration("hot-wallet"),
+                         rate=self.rate if self.rate is not None else HOT_RATE)
 
     def drill_chaos(self, result: Result) -> None:
         from ops.load.chaos import drill_chaos  # issue G: kills and emulator freezes under traffic

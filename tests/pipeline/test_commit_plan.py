@@ -13,6 +13,7 @@ from pipeline.commit_plan import (
     commit_writes,
     event_paths,
     groups,
+    lanes,
     waves,
 )
 from pipeline.ledger import Decision, OrderAggregate, Product, decide, event_class
@@ -96,3 +97,20 @@ def test_commit_groups_keep_a_users_events_together_and_stay_under_firestores_li
     assert [len(g) for g in groups(many)] == [50, 50, 20]
     wide = [Pending(i, e, decision("a", 100)) for i in range(5)]  # 203 writes each: two fit under 450
     assert [len(g) for g in groups(wide)] == [2, 2, 1]
+
+
+def test_a_hot_users_events_share_one_commit_up_to_the_write_limit_and_one_lane() -> None:
+    e = event(f.order("e1", "o1", [(f.P20, 1)]))
+    hot = [Pending(i, e, decision("a", 1)) for i in range(120)]  # 5 writes each by the estimate: 90 per commit
+    others = [Pending(120 + i, e, decision(uid, 1)) for i, uid in enumerate("bcb")]
+    found = groups(hot + others)
+    assert [len(g) for g in found] == [90, 33]  # not 50 + 50 + 23: the wallet written twice, not three times
+    assert [[{p.decision.uid for p in g} for g in lane] for lane in lanes(found)] == [[{"a"}, {"a", "b", "c"}]]
+    assert [len(g) for g in groups(hot[:60] + others)] == [60, 3]  # a new group at a user boundary past 50 events
+
+
+def test_lanes_never_put_one_wallet_in_two_lanes() -> None:
+    e = event(f.order("e1", "o1", [(f.P20, 1)]))
+    g1, g2, g3 = ([Pending(i, e, decision(uid, 1)) for i, uid in enumerate(uids)] for uids in ("a", "b", "ab"))
+    ignored = [Pending(9, e, decision(None, 0))]
+    assert lanes([g1, g2, ignored, g3]) == [[g1, g2, g3], [ignored]]

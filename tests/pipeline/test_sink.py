@@ -338,3 +338,65 @@ def test_two_workers_racing_one_purchase_under_two_uids_credit_it_once(
     assert state.wallets.get("ua", 0) + state.wallets.get("ub", 0) == 50 * CONCURRENT_ROUNDS
     assert not state.keys, "an order's key got a ledgerKeys doc"
     assert conflicts, "the two commits never raced: the test proves nothing"
+
+
+def test_a_hot_wallet_is_written_by_few_commits_never_two_at_once(firestore_db: firestore.Client, topology: Topology,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One user's 170 events in one batch (issue 20's hot wallet), with other users' beside them, on the threaded
+    writer: the wallet document is written by as few commits as Firestore's write limit allows, one after another
+    (a document sustains about one write per second; concurrent commits on it contend), and ends at the sum."""
+    lock = threading.Lock()
+    in_flight: dict[str, int] = {}
+    overlaps: list[str] = []
+    wallet_commits: list[str] = []
+    real_send = FirestoreTransport._send
+
+    def send(self: FirestoreTransport, writes: list[Any]) -> None:
+        names = {w.update.name.split("/documents/")[1] for w in writes if w.update.name}
+        mine = sorted(n for n in names if n.endswith("/wallet/points"))
+        with lock:
+            for name in mine:
+                in_flight[name] = in_flight.get(name, 0) + 1
+                overlaps.extend([name] if in_flight[name] > 1 else [])
+                wallet_commits.append(name)
+        try:
+            real_send(self, writes)
+        finally:
+            with lock:
+                for name in mine:
+                    in_flight[name] -= 1
+
+    monkeypatch.setattr(FirestoreTransport, "_send", send)
+    writer = LedgerWriter(firestore_db, config(topology), sleep=lambda _: None)  # 8 commit threads
+    try:
+        hot = [event(f.order(f"h{n}", f"ho{n}", [(f.P20, 1)])) for n in range(150)]
+        hot += [event(f.cycle(f"hc{n}", f"hsub{n}", f.BASIC_MONTHLY, 1)) for n in range(20)]
+        others = [event(f.order(f"x{n}", f"xo{n}", [(f.P50, 1)]), uid=f"other{n % 30}") for n in range(60)]
+        results = writer.apply(hot[:100] + others + hot[100:])
+    finally:
+        writer.close()
+    assert set(statuses(results)) == {"applied"}
+    assert wallet(firestore_db, "u1") == 150 * 20 + 20 * 50
+    assert not overlaps, f"two commits wrote one wallet at the same time: {sorted(set(overlaps))}"
+    assert wallet_commits.count("users/u1/wallet/points") == 2  # 170 events x 5 writes (estimate) > 450: two
+    check_invariants(read_state(firestore_db))
+
+
+def test_a_refused_group_is_decided_again_as_a_group_not_event_by_event(
+        writer: LedgerWriter, firestore_db: firestore.Client, commits: list[list[str]]) -> None:
+    """A hot user's batch holding one event already committed (a redelivery the dedupe missed) and one cycle whose
+    key another event claimed: the group's commit is refused, then its events are decided again on fresh reads and
+    committed together, the wallet written once, instead of one commit (and one wallet write) per event."""
+    first = event(f.order("e0", "o0", [(f.P20, 1)]))
+    claimed = event(f.cycle("c0", "sub0", f.BASIC_MONTHLY, 1))
+    assert statuses(writer.apply([first, claimed])) == ["applied", "applied"]
+    commits.clear()
+    batch = [event(f.order(f"e{n}", f"o{n}", [(f.P20, 1)])) for n in range(1, 21)]
+    batch.insert(7, first)
+    batch.insert(12, event(f.cycle("c1", "sub0", f.BASIC_MONTHLY, 1)))  # the same key under another event id
+    results = writer.apply(batch)
+    assert statuses(results).count("applied") == 20 and statuses(results)[7] == "duplicate"
+    assert statuses(results)[12] == "duplicate_business_key"
+    assert sum("users/u1/wallet/points" in c for c in commits) == 1, commits
+    assert wallet(firestore_db, "u1") == 21 * 20 + 50
+    check_invariants(read_state(firestore_db))

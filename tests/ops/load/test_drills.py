@@ -110,6 +110,20 @@ def test_load(stack: Stack) -> None:
     assert sum(f.name.startswith("RSS ") for f in result.figures) == 7
 
 
+def test_hot_wallet(stack: Stack) -> None:
+    """One customer at 50 webhooks/s (issue 20): every event committed once into one wallet, none dead-lettered for
+    contention; the latency is measured (judged by the drill, noisy here like test_load's)."""
+    result = _run(stack, "hot-wallet", duration=8)
+    assert result.figure("offered rate").value == "50/s for 8 s, one customer"
+    assert _value(result, "distinct uids the deliveries credit") == "1"
+    assert int(_value(result, "webhooks sent")) >= 0.9 * 8 * 50
+    assert _value(result, "events dead-lettered for contention (write_failed, wedged_key)") == "0"
+    assert result.figure("worker p95 (publish → commit)").value.endswith(" ms")
+    assert all(f.ok is not False for f in result.figures if f.name not in LATENCY), result.table()
+    wallets = _value(result, f"audit: {audit.MODEL_WALLETS}")
+    assert wallets == "1/1", wallets
+
+
 def test_dlq_replay(stack: Stack) -> None:
     result = _run(stack, "dlq-replay")  # also replays the unmapped customers' orders the drills above sent
     assert result.passed
