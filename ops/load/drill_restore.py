@@ -21,6 +21,7 @@ Why each step (what breaks without it; ops/local/backup.py has what the emulator
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -231,8 +232,12 @@ class Procedure:
         return len(chosen), ok
 
     def cleanup(self) -> None:
+        """Delete the snapshot and the export (it holds uids and customer ids; the drill is its only user) and bring
+        back any pipeline a failed step left stopped."""
         if self.snapshot:
             backup.delete_snapshot(self.snapshot)
+        if self.export is not None:
+            shutil.rmtree(self.export.parent.parent, ignore_errors=True)  # backups/<time>/firestore_export_*/
         for name in self.pipelines:
             if not self.stack.processes[name].alive():
                 self.stack.restart(name)
