@@ -47,6 +47,22 @@ REDELIVER = 40
 SETTLE_S = 60.0
 """How long the recovered events may take to commit (measured: 2-3 s on a busy 2-core machine); the pipelines were
 stopped cleanly and the seek redelivers at once, so no killed worker's 60 s lease needs to expire first."""
+STEPS = (
+    ("1. pause the reconciler (none scheduled locally)",
+     "gcloud scheduler jobs pause paynow-reconcile --location=$PRIMARY"),
+    ("2. stop writing: both pipelines stopped (the ingresses keep accepting)", "gcloud dataflow jobs drain"),
+    ("3. import the export into a copy (a scratch project)",
+     'gcloud firestore import "gs://$PROJECT-dataflow/firestore-pitr/$T" --database=ledger-restore'),
+    ("4. audit the copy", 'paynow audit --project "$PROJECT" --database ledger-restore'),
+    ("5. empty the database, import the export in its place",
+     "gcloud firestore databases delete --database='(default)'"),
+    ("6. seek the subscription back to T, start new pipelines",
+     'gcloud pubsub subscriptions seek paynow-events-pipeline --time="$SEEK"'),
+    ("7. reconcile with PayNow over a window from before T", "paynow reconcile --since"),
+    ("8. resume the reconciler", "gcloud scheduler jobs resume paynow-reconcile --location=$PRIMARY"),
+)
+"""RUNBOOK "Restoring the ledger", numbered as there: the drill's name for each step and the production command it
+stands for (tests/ops/load/test_drill_restore.py checks the runbook holds each command and numbers 8 steps)."""
 DAMAGED_WALLETS = 3
 DAMAGE_POINTS = 1000
 
@@ -139,21 +155,18 @@ class Procedure:
         assert self.export is not None
         started = time.time()
         # 1. the local stack has no reconcile schedule: reconcile runs only in step 7, by hand
-        self.step("1. pause the reconciler (none scheduled locally)",
-                  "gcloud scheduler jobs pause paynow-reconcile --location=$PRIMARY", started)
+        self.step(*STEPS[0], started)
         started = time.time()
         for name in self.pipelines:
             self.stack.processes[name].signal(15)
         for name in self.pipelines:
             self.stack.processes[name].stop()
         self.marks["stopped"] = time.time()
-        self.step("2. stop writing: both pipelines stopped (the ingresses keep accepting)",
-                  "gcloud dataflow jobs drain $JOB --region=$R (both regions)", started)
+        self.step(*STEPS[1], started)
         started = time.time()
         copy_project = f"{self.project[:20]}-restore-{uuid.uuid4().hex[:4]}"
         backup.import_firestore(copy_project, self.export)
-        self.step("3. import the export into a copy", "gcloud firestore databases restore / import "
-                  "--database=ledger-restore", started)
+        self.step(*STEPS[2], started)
         started = time.time()
         copy = firestore.Client(project=copy_project)
         try:
@@ -162,7 +175,7 @@ class Procedure:
             copy.close()
         backup.clear_firestore(copy_project)
         failing = sorted(checked.failing())
-        self.step("4. audit the copy", "paynow audit --project $PROJECT --database ledger-restore", started,
+        self.step(*STEPS[3], started,
                   ("the copy's audit", "clean" if checked.ok else f"DRIFT: {', '.join(failing)}", "clean",
                    checked.ok))
         started = time.time()
@@ -173,8 +186,7 @@ class Procedure:
         assert log is not None
         after_export = _accepted(traffic_log.read_log(log, compact=True), after_ms=int(self.marks["exported"] * 1000))
         held = _events_present(self.drills.db, after_export)
-        self.step("5. empty the database, import the export in its place",
-                  "gcloud firestore databases delete --database='(default)'; restore into '(default)'", started,
+        self.step(*STEPS[4], started,
                   ("restored database: claims of events first sent after the export", f"{len(held)} of "
                    f"{len(after_export)}", "0 (the import replaced the database, no merge)", not held))
         started = time.time()
@@ -184,9 +196,7 @@ class Procedure:
         for name in self.pipelines:
             self.stack.wait_pipeline_ready(name.removeprefix("pipeline-"))
         self.marks["running"] = time.time()
-        self.step("6. seek the subscription back to T, start new pipelines",
-                  "gcloud pubsub subscriptions seek paynow-events-pipeline --time=$SEEK; flex-template.sh run",
-                  started)
+        self.step(*STEPS[5], started)
 
     def reconcile(self, since_ms: int) -> rc.Report:
         info = self.stack.info["paynowApi"]
@@ -282,6 +292,7 @@ def drill_restore(drills: Any, result: Any, *, duration: float, rate: float) -> 
         missing, waited = drills.settle(records, SETTLE_S)
         result.add("accepted events processed after the seek", f"{missing} missing after {waited:.1f} s")
 
+        reconciling = time.monotonic()
         report = proc.reconcile(since_ms)
         drills.console.print(report.table("Reconciliation with PayNow after the restore (step 7)"))
         delivered = {r["eventId"] for r in records if r.get("kind") == "webhook" and r.get("ok")}
@@ -296,10 +307,11 @@ def drill_restore(drills: Any, result: Any, *, duration: float, rate: float) -> 
         records = traffic_log.read_log(log, compact=True)
         missing, waited = drills.settle(records, SETTLE_S)
         again = proc.reconcile(since_ms)
+        reconciled = time.monotonic() - reconciling
         result.add("7. reconcile again: missing from the ledger", again.count(rc.MISSING) + len(again.recovered), "0",
                    again.count(rc.MISSING) + len(again.recovered) == 0)
-        result.add("step 8. resume the reconciler", "-", "gcloud scheduler jobs resume paynow-reconcile "
-                   "--location=$PRIMARY")
+        result.add(f"step {STEPS[6][0]}", f"{reconciled:.1f} s", STEPS[6][1])
+        result.add(f"step {STEPS[7][0]}", "-", STEPS[7][1])
 
         before = _outcomes(drills)
         sent, ok = proc.redeliver(records, log)

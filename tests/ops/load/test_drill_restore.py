@@ -3,6 +3,7 @@ own (real emulators, ingresses, HAProxy, pipelines), plus the emulator export/im
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +13,24 @@ from google.cloud import firestore
 from rich.console import Console
 
 from ops.admin import audit
-from ops.load import drills
+from ops.load import drill_restore, drills
 from ops.local import backup
 from ops.local.stack import Config, Stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+RUNBOOK = Path(__file__).resolve().parents[3] / "RUNBOOK.md"
 
 
+def test_the_runbook_restore_section_is_the_drills_procedure() -> None:
+    text = RUNBOOK.read_text()
+    section = text[text.index("## Restoring the ledger\n"):text.index("\n## ", text.index("## Restoring the ledger"))]
+    numbered = [int(n) for n in re.findall(r"^(\d+)\. ", section, re.MULTILINE)]
+    assert numbered == list(range(1, len(drill_restore.STEPS) + 1))
+    for name, command in drill_restore.STEPS:
+        assert command in section, (name, command)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_import_merges_so_a_restore_empties_the_database_first(emulator_hosts: tuple[str, str],
                                                                  tmp_path: Path) -> None:
     """The emulator's import keeps documents written after the export (as `gcloud firestore import` does): the
@@ -56,6 +68,8 @@ def stack(emulator_hosts: tuple[str, str], tmp_path_factory: pytest.TempPathFact
         os.environ.pop("PAYNOW_HOME", None)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_restore_drill(stack: Stack) -> None:
     console = Console(width=200, record=True)
     (result,) = drills.run_drills(stack, ["restore"], duration=30, rate=15, console=console)
