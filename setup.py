@@ -17,7 +17,7 @@ setup(
         "google-cloud-firestore>=2.16,<3",
         "google-cloud-pubsub>=2.21,<3",
         "fastavro>=1.9,<2",
-        "orjson>=3.9,<4",  # the webhook's JSON parse (schemas/paynow.py) and answers, a third of json's time
+        "orjson>=3.9,<4",  # the delivery's parse, answers, minimised copy (schemas/paynow.py)
         "starlette>=0.40",
         "uvicorn[standard]>=0.30",
         "prometheus-client>=0.20",
@@ -27,7 +27,6 @@ setup(
         "pydantic-settings>=2.7,<3",  # the ingress's settings (NoDecode needs 2.7)
         "python-json-logger>=3.1,<5",  # JSON log lines (ingress and pipeline)
         "psutil>=5.9",  # the process harness (ops/local/process.py): start times, process groups, RSS, CPU
-        "orjson>=3.9,<4",  # the minimised delivery in each envelope (schemas/paynow.py), on the request path
     ],
     extras_require={
         "test": [

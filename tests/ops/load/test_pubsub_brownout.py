@@ -189,7 +189,7 @@ def test_pubsub_brownout(stack: Stack) -> None:
         accepted = audit.accepted_events(records)
         refs = [drills.db.collection("webhookEvents").document(e) for e in sorted(accepted)]
         committed = sum(s.exists for s in drills.db.get_all(refs)) if refs else 0
-        letters = set(dlq.unresolved(drills.db)) & accepted
+        letters = set(dlq.unresolved(drills.db)) & accepted.keys()
         result.add("accepted events", len(accepted))
         result.add("committed (webhookEvents)", committed)
         result.add("dead-lettered (permanent verdicts the model expects)", len(letters))
