@@ -29,10 +29,11 @@ from schemas.signing import signed_headers
 
 NORMAL_RATE = 50.0  # webhooks/s PayNow sends on a normal day (the load drill doubles it)
 DEFAULT_DURATION = {"happy": 30.0, "schema": 20.0, "webhook-failover": 30.0, "worker-failover": 30.0,
-                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0, "reconcile": 40.0}
+                    "load": 1200.0, "audit": 0.0, "dlq-replay": 0.0, "rollback": 30.0, "reconcile": 40.0,
+                    "restore": 60.0}
 NAMES = tuple(DEFAULT_DURATION)
 ORDER = ("happy", "schema", "webhook-failover", "worker-failover", "load", "dlq-replay", "rollback", "reconcile",
-         "audit")
+         "restore", "audit")
 ACK_P95_TARGET_MS = 50.0
 WORKER_P95_TARGET_MS = 250.0
 DEFAULT_DURATION["chaos"] = 90.0  # issue G, ops/load/chaos.py; not in `all` (it freezes the emulators)
@@ -238,6 +239,11 @@ class Drills:
         drill_reconcile(self, result, duration=self._duration("reconcile"), rate=self._rate())
         if self.last_log is not None:
             self._log_recovered(self.last_log)
+
+    def drill_restore(self, result: Result) -> None:
+        from ops.load.drill_restore import drill_restore  # RUNBOOK "Restoring the ledger" under traffic
+
+        drill_restore(self, result, duration=self._duration("restore"), rate=self._rate())
 
     def _log_recovered(self, log: Path) -> None:
         """Record in the run's log which deliveries PayNow gave up on were published by the reconciler since (their
