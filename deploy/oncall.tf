@@ -16,9 +16,11 @@ locals {
     # Cloud Run: revisions list, services describe / update / update-traffic / deploy, jobs execute --wait
     "run.revisions.list", "run.revisions.get", "run.services.get", "run.services.update", "run.operations.get",
     "run.jobs.get", "run.jobs.run", "run.executions.get", "run.executions.list",
-    # Secret Manager: versions access / add / list / disable
+    # Secret Manager: versions access / add / list / disable / destroy (rotation), secrets delete (the one-time move
+    # off the single paynow-webhook-secrets)
     "secretmanager.versions.access", "secretmanager.versions.add", "secretmanager.versions.list",
-    "secretmanager.versions.get", "secretmanager.versions.disable",
+    "secretmanager.versions.get", "secretmanager.versions.disable", "secretmanager.versions.destroy",
+    "secretmanager.secrets.delete",
     # Firestore: backups list, databases create / restore / describe / update / delete, export / import
     "datastore.backups.list", "datastore.backups.get", "datastore.backups.restoreDatabase",
     "datastore.databases.create", "datastore.databases.get", "datastore.databases.getMetadata",

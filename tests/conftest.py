@@ -44,7 +44,7 @@ PROCESS_MODULES = frozenset({
     "tests.cloud.test_dataflow_graph", "tests.cloud.test_gcloud_commands", "tests.cloud.test_provider_schema",
     "tests.cloud.test_templates", "tests.ingress.test_main", "tests.ingress.test_pubsub_integration",
     "tests.ops.local.test_haproxy", "tests.prometheus.test_rules", "tests.ops.local.test_emulators",
-    "tests.ops.local.test_process",
+    "tests.ops.local.test_process", "tests.cloud.test_paging", "tests.cloud.test_supply_chain",
 })
 """Modules whose tests start processes (gcloud, terraform, haproxy, promtool, bash, python -m ...) without an
 emulator fixture; the guard below names any test that should be listed here."""

@@ -13,6 +13,7 @@ Each run is judged by the independent model (ops/load/ledger_model.py) and the a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -20,7 +21,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -871,19 +872,28 @@ def run_sim(sim: Sim) -> Outcome:
         setattr(dead_letters_module, "time", saved)  # noqa: B010
 
 
-def _quiet() -> None:
-    logging.getLogger("pipeline").setLevel(logging.CRITICAL + 1)
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The pipeline's own log lines off for the runs (thousands of worlds), as they were afterwards: a run in the
+    calling process (one worker process, the tests) must not leave the pipeline's logger silenced."""
+    logger = logging.getLogger("pipeline")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _worker(args: tuple[list[int], int, int, frozenset[str]]) -> tuple[list[Outcome], float]:
     seeds, days, processes, without = args
-    _quiet()
     started = time.process_time()
     failed = []
-    for seed in seeds:
-        outcome = run_seed(seed, days=days, processes=processes, without=without, trace=False)
-        if not outcome.ok:  # run again with its trace (deterministic: the same run)
-            failed.append(run_seed(seed, days=days, processes=processes, without=without, trace=True))
+    with _quiet():
+        for seed in seeds:
+            outcome = run_seed(seed, days=days, processes=processes, without=without, trace=False)
+            if not outcome.ok:  # run again with its trace (deterministic: the same run)
+                failed.append(run_seed(seed, days=days, processes=processes, without=without, trace=True))
     return failed, time.process_time() - started
 
 

@@ -37,6 +37,8 @@ GCLOUD: dict[str, set[str]] = {
     "secrets versions add": {"secretmanager.versions.add"},
     "secrets versions list": {"secretmanager.versions.list"},
     "secrets versions disable": {"secretmanager.versions.disable"},
+    "secrets versions destroy": {"secretmanager.versions.destroy"},
+    "secrets delete": {"secretmanager.secrets.delete"},
     "firestore backups list": {"datastore.backups.list"},
     "firestore databases restore": {"datastore.backups.restoreDatabase", "datastore.databases.create"},
     "firestore databases create": {"datastore.databases.create"},
