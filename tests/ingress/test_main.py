@@ -111,6 +111,9 @@ def test_the_local_stack_settings_as_a_process_bound_secrets_hops_and_the_body_d
             started = time.monotonic()
             answer = sock.recv(4096)
             assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 4
+        deadline = time.monotonic() + 10  # the access line is written after the answer is sent: wait for it
+        while "body_timeout" not in (tmp_path / "ingress.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         process.kill()
     log = [json.loads(line) for line in (tmp_path / "ingress.log").read_text().splitlines()]
