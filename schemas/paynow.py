@@ -40,7 +40,11 @@ EVENT_TYPES = frozenset({
 """PayNow's `WebhookEventType` enum (tests check it against the definitions). Unknown types are accepted too."""
 
 EVENT_TYPE_RE = re.compile(r"^[A-Z_]{1,64}$")
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+"""A run of 19 digits (after every digit became 0): where an integer may fall outside 64 bits, which orjson would
+turn into a float. A translate and a substring search: 2 us on a 2.3 KB order, where the regex `[0-9]{19}` took 26
+(it tries the pattern at every position), on every webhook."""
 ID_RE = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,128}$")
 """PayNow ids are flake ids (digits); anything that may become a Firestore path segment must match this whole
 (`fullmatch`: `$` alone lets a trailing newline through): a valid document id, and Firestore reserves `__.*__`.
@@ -71,7 +75,7 @@ def parse_delivery(raw: bytes) -> dict[str, Any]:
     change the stored copy, so a body with a run of 19 digits (flake ids have 18 today) goes to the standard
     library too.
     """
-    if _LONG_DIGITS.search(raw):
+    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
         payload = _parse_with_json(raw)
     else:
         try:
