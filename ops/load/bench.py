@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ops.load import sections
+
 BENCHMARKS = ("ops.load.bench_ingress", "ops.load.bench_pipeline", "ops.load.bench_hot_wallet", "ops.load.capacity")
 """In this order: the capacity section reads the figures the others just wrote."""
 FILE = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
@@ -24,13 +26,7 @@ def write_run(names: list[str], started: str, load_before: str, seconds: float, 
     markdown = (f"Last `make bench` run: {started}, {seconds / 60:.0f} min, sections {', '.join(names)}; machine "
                 f"load average (1 / 5 / 15 min) {load_before} before, {_load()} after, on {os.cpu_count()} cores "
                 "shared with whatever else ran.")
-    text = path.read_text()
-    if BEGIN not in text:
-        title, _, rest = text.partition("\n\n")
-        text = f"{title}\n\n{BEGIN}\n{END}\n\n{rest}"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
+    sections.write_section(path, BEGIN, END, markdown, new_at_top=True)
     return markdown
 
 

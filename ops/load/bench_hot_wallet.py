@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ops.load import drills
+from ops.load import drills, sections
 from ops.local.stack import Config, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,12 +75,7 @@ def run(duration: float = drills.DEFAULT_DURATION["hot-wallet"], rate: float = 5
 
 
 def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    text = path.read_text()
-    if BEGIN not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
+    sections.write_section(path, BEGIN, END, markdown)
 
 
 def main(argv: list[str] | None = None) -> int:

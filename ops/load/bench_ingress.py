@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from ops.load import sections
 from ops.load.stats import percentile
 from ops.local.emulators import free_port
 from ops.local.process import Process, http_ok
@@ -390,9 +391,7 @@ def _table(results: dict[str, list[Measured]], node_note: str, load: tuple[float
 
 def main() -> None:
     table = run()
-    text = BENCHMARKS.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    BENCHMARKS.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+    sections.write_section(BENCHMARKS, BEGIN, END, table)
     print(table)
 
 

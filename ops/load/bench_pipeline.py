@@ -14,6 +14,7 @@ from typing import Any
 from google.cloud import firestore
 
 from ops.admin.catalog import seed_products
+from ops.load import sections
 from ops.load.stats import percentile
 from ops.local import emulators
 from ops.local.pipeline_worker import PipelineProcess, publish_payload, publish_payloads, publisher, wait_until
@@ -202,10 +203,7 @@ def run(events: int = 6000, users: int = 300, rate: int = 100, seconds: int = 20
 
 def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
     """Replace what lies between the pipeline markers of BENCHMARKS.md."""
-    text = path.read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
+    sections.write_section(path, BEGIN, END, markdown)
 
 
 def main(argv: list[str] | None = None) -> int:

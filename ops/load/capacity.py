@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.admin.catalog import KNOWN_PRODUCTS
-from ops.load import traffic
+from ops.load import sections, traffic
 from pipeline.commit_plan import Pending, commit_writes
 from pipeline.ledger import (
     InvalidEvent,
@@ -291,12 +291,7 @@ def _ramp_minutes(target: float, start: float = 500.0) -> float:
 
 
 def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    text = path.read_text()
-    if BEGIN not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
+    sections.write_section(path, BEGIN, END, markdown)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 own (real emulators, ingresses, HAProxy, pipelines), plus the emulator export/import it relies on."""
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,8 @@ from rich.console import Console
 from ops.admin import audit
 from ops.load import drill_restore, drills
 from ops.local import backup
-from ops.local.stack import Config, Stack
+from ops.local.stack import Stack
+from tests.ops.load.stacks import running_stack
 
 RUNBOOK = Path(__file__).resolve().parents[3] / "RUNBOOK.md"
 
@@ -57,15 +57,7 @@ def test_import_merges_so_a_restore_empties_the_database_first(emulator_hosts: t
 
 @pytest.fixture(scope="module")
 def stack(emulator_hosts: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("paynow-home")
-    os.environ["PAYNOW_HOME"] = str(home)
-    running = Stack(Config(project=f"restore-{uuid.uuid4().hex[:8]}", home=home))
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-        os.environ.pop("PAYNOW_HOME", None)
+    yield from running_stack("restore", tmp_path_factory)
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ from ops import cli
 from ops.admin import audit
 from ops.load import drill_failover, drills
 from ops.local.process import start_time
-from ops.local.stack import Config, Stack
+from ops.local.stack import Stack
+from tests.ops.load.stacks import running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 RATE = 15.0
@@ -26,15 +27,7 @@ RATE = 15.0
 
 @pytest.fixture(scope="module")
 def stack(emulator_hosts: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("paynow-home")
-    os.environ["PAYNOW_HOME"] = str(home)
-    running = Stack(Config(project=f"drills-{uuid.uuid4().hex[:8]}", home=home))
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-        os.environ.pop("PAYNOW_HOME", None)
+    yield from running_stack("drills", tmp_path_factory)
 
 
 def _run(stack: Stack, name: str, **kwargs: float) -> drills.Result:
