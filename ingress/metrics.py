@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -15,6 +15,7 @@ class IngressMetrics:
     def __init__(self, region: str) -> None:
         self.region = region
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_start_time_seconds tells a restart; memory, CPU
         self.ack_seconds = Histogram(
             "paynow_webhook_ack_seconds", "Time from request start to webhook answer, by outcome.",
             ["region", "outcome"], buckets=ACK_BUCKETS, registry=self.registry)

@@ -17,6 +17,7 @@ NAMESPACE = "paynow"
 LOG = logging.getLogger("pipeline")
 
 _REGISTRY = prometheus_client.CollectorRegistry()
+prometheus_client.ProcessCollector(registry=_REGISTRY)  # process_start_time_seconds tells a restart; memory, CPU
 _PROCESSING = prometheus_client.Histogram(
     "paynow_worker_processing_seconds", "Pub/Sub publish to Firestore commit, per event", ["region"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=_REGISTRY)

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from ops.admin import audit
-from ops.load.drills import WORKER_P95_TARGET_MS, Drills, Result
-from ops.local import prometheus, status
+from ops.load.drills import Drills, Result
+from ops.local import prometheus
 from ops.local.stack import PRIMARY, SECONDARY
 
 FAILOVER_TARGET_S = 5.0
@@ -62,7 +62,7 @@ def drill_webhook_failover(drills: Drills, result: Result) -> None:
 def drill_worker_failover(drills: Drills, result: Result) -> None:
     """Kill -9 the primary pipeline under traffic: the standby commits what follows, nothing lost or credited twice."""
     duration = max(drills._duration("worker-failover"), 9.0)
-    before = drills._worker_samples()
+    workers = drills._watch_workers().start()
     marks: dict[str, float] = {}
 
     async def fault(started: float) -> None:
@@ -74,7 +74,7 @@ def drill_worker_failover(drills: Drills, result: Result) -> None:
     try:
         stats, records = drills.send("worker-failover", rate=drills._rate(), duration=duration, during=fault)
         drills._common(result, stats, records)
-        after = drills._worker_samples()
+        workers.stop()
         ids = sorted(audit.accepted_events(records))
         by_worker: dict[str, int] = {}
         late = 0
@@ -89,10 +89,9 @@ def drill_worker_failover(drills: Drills, result: Result) -> None:
                         late += doc.get("workerRegion") == SECONDARY
         result.add(f"events committed by the standby ({SECONDARY}) after the kill", late, "> 0", late > 0)
         result.add("events by worker region", ", ".join(f"{k} {v}" for k, v in sorted(by_worker.items())))
-        p95 = drills._p95_ms(before, after, status.WORKER)
-        result.add("worker p95 (publish → commit)", "-" if p95 is None else f"{p95:.0f} ms",
-                   f"≤ {WORKER_P95_TARGET_MS:g} ms (reported, not judged: events in flight at the kill wait for "
-                   "their redelivery)")
+        drills._add_worker_p95(result, workers, judged=False, why=" (reported, not judged: events in flight at the "
+                               "kill wait for their redelivery)")
     finally:
+        workers.stop()
         drills._say(f"worker-failover: restart pipeline {PRIMARY}")
         drills.stack.restart(f"pipeline-{PRIMARY}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from ops.admin import audit, dlq
-from ops.local import status
 
 HOT_RATE = 50.0
 HOT_DURATION = 60.0
@@ -22,44 +21,31 @@ RPCS = "paynow_firestore_rpcs_total"
 RELEASED = "paynow_pipeline_released_total"
 
 
-def _total(before: dict[str, status.Samples | None], after: dict[str, status.Samples | None], name: str,
-           **match: str) -> float:
-    out = 0.0
-    for region, samples in after.items():
-        if samples is not None:
-            out += status.total(status.delta(samples, before.get(region)), name, **match)
-    return out
-
-
 def drill_hot_wallet(drills: Any, result: Any, *, duration: float, rate: float) -> None:
     """`drills` is an ops.load.drills.Drills, `result` its Result (figures added here)."""
-    from ops.load.drills import WORKER_P95_TARGET_MS
-    worker_before = drills._worker_samples()
-    stats, records = drills.send("hot-wallet", rate=rate, duration=duration, weights=HOT_MIX, users=1)
-    webhooks = [r for r in records if r.get("kind") == "webhook"]
-    uids = {r.get("uid") for r in webhooks if r.get("uid")}
-    result.add("offered rate", f"{rate:g}/s for {duration:g} s, one customer")
-    result.add("achieved rate", f"{stats.sent / duration:.1f}/s", f"≥ {0.9 * rate:.0f}/s",
-               stats.sent / duration >= 0.9 * rate)
-    result.add("distinct uids the deliveries credit", len(uids), "1", len(uids) == 1)
-    kinds: dict[str, int] = {}
-    for r in webhooks:
-        kinds[str(r.get("eventType"))] = kinds.get(str(r.get("eventType")), 0) + 1
-    result.add("deliveries by type", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
-    report = drills._common(result, stats, records)
-    worker_after = drills._worker_samples()
-    worker = drills._p95_ms(worker_before, worker_after, status.WORKER)
-    result.add("worker p95 (publish → commit)", "-" if worker is None else f"{worker:.0f} ms",
-               f"≤ {WORKER_P95_TARGET_MS:g} ms", worker is not None and worker <= WORKER_P95_TARGET_MS)
+    with drills._watch_workers() as workers:
+        stats, records = drills.send("hot-wallet", rate=rate, duration=duration, weights=HOT_MIX, users=1)
+        webhooks = [r for r in records if r.get("kind") == "webhook"]
+        uids = {r.get("uid") for r in webhooks if r.get("uid")}
+        result.add("offered rate", f"{rate:g}/s for {duration:g} s, one customer")
+        result.add("achieved rate", f"{stats.sent / duration:.1f}/s", f"≥ {0.9 * rate:.0f}/s",
+                   stats.sent / duration >= 0.9 * rate)
+        result.add("distinct uids the deliveries credit", len(uids), "1", len(uids) == 1)
+        kinds: dict[str, int] = {}
+        for r in webhooks:
+            kinds[str(r.get("eventType"))] = kinds.get(str(r.get("eventType")), 0) + 1
+        result.add("deliveries by type", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+        report = drills._common(result, stats, records)
+    drills._add_worker_p95(result, workers)
     sent = {r["eventId"] for r in webhooks}
     dead = {e: v for e, v in dlq.unresolved(drills.db).items() if e in sent}
     contention = sorted(e for e, v in dead.items() if v in CONTENTION_VERDICTS)
     result.add("events dead-lettered for contention (write_failed, wedged_key)",
                len(contention) if not contention else f"{len(contention)}: {', '.join(contention[:3])}", "0",
                not contention)
-    released = _total(worker_before, worker_after, RELEASED, reason="ApplyUnavailable")
+    released = workers.total(RELEASED, reason="ApplyUnavailable")
     result.add("events released after contention outlasted their retries (redelivered)", int(released))
-    rpcs = _total(worker_before, worker_after, RPCS)
+    rpcs = workers.total(RPCS)
     result.add("Firestore RPCs per accepted webhook (reads and commits, both regions)",
                f"{rpcs / max(1, len(sent)):.2f}")
     commits, crediting = wallet_commits(drills.db, sorted(sent))

@@ -195,21 +195,22 @@ class Drills:
     def _worker_samples(self) -> dict[str, status.Samples | None]:
         return {r: status.scrape(v["metricsUrl"]) for r, v in self.stack.info["pipelines"].items()}
 
-    def _ingress_samples(self) -> dict[str, status.Samples | None]:
-        return {r: status.scrape(v["url"] + "/metrics") for r, v in self.stack.info["ingress"].items()}
+    def _watch_workers(self) -> status.Increase:
+        """The pipelines' metrics added up from now until stopped, across their restarts (memory recycling)."""
+        return status.Increase({r: v["metricsUrl"] for r, v in self.stack.info["pipelines"].items()})
+
+    def _watch_ingresses(self) -> status.Increase:
+        return status.Increase({r: v["url"] + "/metrics" for r, v in self.stack.info["ingress"].items()})
 
     @staticmethod
-    def _p95_ms(before: dict[str, status.Samples | None], after: dict[str, status.Samples | None],
-                histogram: str) -> float | None:
-        cumulative: dict[float, float] = {}
-        for region, samples in after.items():
-            if samples is None:
-                continue
-            window = status.delta(samples, before.get(region))
-            for le, n in status.buckets(window, histogram).items():
-                cumulative[le] = cumulative.get(le, 0.0) + n
-        p95 = status.quantile(0.95, cumulative)
-        return None if p95 is None else p95 * 1000
+    def _add_worker_p95(result: Result, workers: status.Increase, judged: bool = True, why: str = "") -> None:
+        p95 = workers.p95_ms(status.WORKER)
+        target = f"≤ {WORKER_P95_TARGET_MS:g} ms{why}"
+        result.add("worker p95 (publish → commit)", "-" if p95 is None else f"{p95:.0f} ms", target,
+                   (p95 is not None and p95 <= WORKER_P95_TARGET_MS) if judged else None)
+        restarts = sum(workers.restarts.values())
+        if restarts:
+            result.add("pipeline restarts while measured (memory recycling or a kill)", restarts)
 
     def _lb_status(self, region: str) -> str:
         return next((s.status for s in self.stack.lb_stats() if s.name == region), "?")
@@ -269,11 +270,11 @@ class Drills:
         self._common(result, stats, records)
 
     def drill_schema(self, result: Result) -> None:
-        before = self._worker_samples()
         weights = {"order": 2, "legacy_v1": 1, "legacy_v2": 1}
-        stats, records = self.send("schema", rate=self._rate(), duration=self._duration("schema"), weights=weights,
-                                   legacy=True)
-        self._common(result, stats, records)
+        with self._watch_workers() as workers:
+            stats, records = self.send("schema", rate=self._rate(), duration=self._duration("schema"),
+                                       weights=weights, legacy=True)
+            self._common(result, stats, records)
         v1 = {r["eventId"] for r in records if r.get("scenario") == "legacy_v1"}
         v2 = {r["eventId"] for r in records if r.get("scenario") == "legacy_v2"}
         dead = dlq.unresolved(self.db)
@@ -284,13 +285,7 @@ class Drills:
         applied = sum(1 for s in self.db.get_all(refs) if s.exists and (s.to_dict() or {}).get("status") == "applied")
         result.add("v2 published onto the topic", len(v2), "> 0", len(v2) > 0)
         result.add("v2 accepted and credited", f"{applied}/{len(v2)}", "all", applied == len(v2))
-        after = self._worker_samples()
-        compatible = seen = 0.0
-        for region, samples in after.items():
-            if samples is not None:
-                window = status.delta(samples, before.get(region))
-                compatible += status.total(window, status.SCHEMAS, compatible="true")
-                seen += status.total(window, status.SCHEMAS)
+        compatible, seen = workers.total(status.SCHEMAS, compatible="true"), workers.total(status.SCHEMAS)
         rate = compatible / seen if seen else 0.0
         expected = 1 - len(v1) / seen if seen else 0.0
         result.add("schema compatibility rate (pipeline metrics)", f"{rate:.2%} of {int(seen)}",
@@ -321,8 +316,6 @@ class Drills:
         """2 × normal rate: ACK and worker p95 against their targets, memory of every process bounded."""
         rate = self.rate if self.rate is not None else 2 * self.normal_rate
         duration = self._duration("load")
-        ingress_before = self._ingress_samples()
-        worker_before = self._worker_samples()
         memory: dict[str, list[int]] = {}
         threads: dict[str, list[int]] = {}
         peak: dict[str, int] = {}
@@ -352,18 +345,18 @@ class Drills:
                 await asyncio.sleep(min(1.0, max(0.0, started + duration - 0.5 - time.monotonic())))
             await asyncio.to_thread(last)
 
-        stats, records = self.send("load", rate=rate, duration=duration, during=sample)
-        ack = self._p95_ms(ingress_before, self._ingress_samples(), status.ACK)
-        result.add("offered rate", f"{rate:g}/s for {duration:g} s", f"2 × normal ({self.normal_rate:g}/s)")
-        result.add("achieved rate", f"{stats.sent / duration:.1f}/s", f"≥ {0.9 * rate:.0f}/s",
-                   stats.sent / duration >= 0.9 * rate)
-        self._common(result, stats, records)
-        worker = self._p95_ms(worker_before, self._worker_samples(), status.WORKER)
+        with self._watch_ingresses() as ingresses, self._watch_workers() as workers:
+            stats, records = self.send("load", rate=rate, duration=duration, during=sample)
+            ingresses.stop()
+            result.add("offered rate", f"{rate:g}/s for {duration:g} s", f"2 × normal ({self.normal_rate:g}/s)")
+            result.add("achieved rate", f"{stats.sent / duration:.1f}/s", f"≥ {0.9 * rate:.0f}/s",
+                       stats.sent / duration >= 0.9 * rate)
+            self._common(result, stats, records)
+        ack = ingresses.p95_ms(status.ACK)
         result.add("webhook ACK p95 (ingress histogram)", "-" if ack is None else f"{ack:.1f} ms",
                    f"≤ {ACK_P95_TARGET_MS:g} ms", ack is not None and ack <= ACK_P95_TARGET_MS)
         result.add("answer p95 as the sender saw it (incl. LB and client)", f"{stats.p95():.1f} ms")
-        result.add("worker p95 (publish → commit)", "-" if worker is None else f"{worker:.0f} ms",
-                   f"≤ {WORKER_P95_TARGET_MS:g} ms", worker is not None and worker <= WORKER_P95_TARGET_MS)
+        self._add_worker_p95(result, workers)
         bound = recycle.limit_mb({**os.environ, **self.stack.processes[f"pipeline-{PRIMARY}"].env})
         for name, (start, *end) in sorted(memory.items()):
             if not end:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -96,6 +97,97 @@ def delta(new: Samples, old: Samples | None) -> Samples:
         before = old.get(key, 0.0)
         out[key] = value - before if value >= before else value
     return out
+
+
+def restarted(new: Samples, old: Samples) -> bool:
+    """True when the process behind two scrapes started again in between: its start time or a series' creation
+    time changed, or a counter went down or vanished (a restart that counted past the old values is told only
+    by the first two)."""
+    for (name, labels), value in old.items():
+        if name == "process_start_time_seconds" or name.endswith("_created"):
+            if (name, labels) in new and new[(name, labels)] != value:
+                return True
+        elif name.endswith(_CUMULATIVE) and new.get((name, labels), -1.0) < value:
+            return True
+    return False
+
+
+_CUMULATIVE = ("_bucket", "_count", "_sum", "_total")
+
+
+class Increase:
+    """What several processes' counters and histograms added over a stretch of time, across their restarts.
+
+    A scrape before and one after are not enough when a process restarts in between (a local pipeline recycles
+    itself past its memory bound): its counters start again from zero and the two scrapes no longer subtract.
+    So a thread scrapes every `interval` seconds and adds each step's increase, taking a restarted process's
+    new values whole, as Prometheus's `increase()` does; only what a process counted between its last scrape
+    and its restart is missed (`restarts` says how often that happened).
+    """
+
+    def __init__(self, urls: dict[str, str], interval: float = 1.0) -> None:
+        self.urls = urls
+        self.interval = interval
+        self.samples: Samples = {}
+        self.restarts: dict[str, int] = dict.fromkeys(urls, 0)
+        self.failed_scrapes: dict[str, int] = dict.fromkeys(urls, 0)
+        self._last: dict[str, Samples] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-increase", daemon=True)
+
+    def start(self) -> Increase:
+        """Take the baseline scrape (before anything the caller does) and start scraping."""
+        self.poll()
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> Increase:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take a last scrape and stop; idempotent."""
+        if not self._stop.is_set():
+            self._stop.set()
+            if self._thread.is_alive():
+                self._thread.join()
+            self.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        for name, url in self.urls.items():
+            new = scrape(url)
+            with self._lock:
+                if new is None:
+                    self.failed_scrapes[name] += 1
+                    continue
+                old = self._last.get(name)
+                self._last[name] = new
+                if old is None:
+                    continue  # the first answer is the baseline
+                if restarted(new, old):
+                    self.restarts[name] += 1
+                    step = {k: v for k, v in new.items() if k[0].endswith(_CUMULATIVE)}
+                else:
+                    step = {k: v - old.get(k, 0.0) for k, v in new.items() if k[0].endswith(_CUMULATIVE)}
+                for key, value in step.items():
+                    self.samples[key] = self.samples.get(key, 0.0) + value
+
+    def p95_ms(self, histogram: str, **match: str) -> float | None:
+        """The 95th percentile of `histogram` over everything observed so far, in ms; None before any."""
+        with self._lock:
+            p95 = quantile(0.95, buckets(self.samples, histogram, **match))
+        return None if p95 is None else p95 * 1000
+
+    def total(self, name: str, **match: str) -> float:
+        with self._lock:
+            return total(self.samples, name, **match)
 
 
 def scrape(url: str, timeout: float = 1.0) -> Samples | None:
