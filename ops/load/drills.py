@@ -20,7 +20,7 @@ from ops.admin import audit, dlq
 from ops.admin.catalog import KNOWN_PRODUCTS, map_customer
 from ops.admin.catalog import points as points_of
 from ops.load import traffic, traffic_log
-from ops.local import status
+from ops.local import loopback, status
 from ops.local.stack import PRIMARY, SECONDARY, Stack
 from pipeline.local import recycle
 from schemas import ORDERING_KEYS, deliveries
@@ -517,7 +517,7 @@ class Drills:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                return httpx.get(self.stack.ingress_url(region) + "/readyz", timeout=1).status_code
+                return loopback.client().get(self.stack.ingress_url(region) + "/readyz", timeout=1).status_code
             except httpx.HTTPError:
                 time.sleep(0.1)
         return 0

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
+from ops.local import loopback
 from ops.local.emulators import LOOPBACK, free_port
 from ops.local.process import Process, http_ok
 
@@ -150,7 +151,7 @@ class Sample:
 def query(url: str, expr: str, *, timeout: float = 2.0) -> list[Sample]:
     """An instant query, as an operator would type it in the expression browser."""
     try:
-        response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=timeout)
+        response = loopback.client().get(f"{url}/api/v1/query", params={"query": expr}, timeout=timeout)
         body = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise PrometheusError(f"query {expr!r}: {exc}") from None
@@ -175,7 +176,7 @@ def seed_metrics(url: str) -> dict[str, dict[str, float]]:
 def alerts(url: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:
     """Active (pending or firing) alerts: name, labels, state, activeAt."""
     try:
-        body = httpx.get(f"{url}/api/v1/alerts", timeout=timeout).json()
+        body = loopback.client().get(f"{url}/api/v1/alerts", timeout=timeout).json()
     except (httpx.HTTPError, ValueError) as exc:
         raise PrometheusError(f"alerts: {exc}") from None
     return [{"name": a["labels"].get("alertname", ""), "labels": a["labels"], "state": a["state"],

@@ -17,7 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ops.local import haproxy, prometheus
+from ops.local import haproxy, loopback, prometheus
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
@@ -192,7 +192,7 @@ class Increase:
 
 def scrape(url: str, timeout: float = 1.0) -> Samples | None:
     try:
-        response = httpx.get(url, timeout=timeout)
+        response = loopback.client().get(url, timeout=timeout)
         response.raise_for_status()
     except httpx.HTTPError:
         return None
