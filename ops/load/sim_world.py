@@ -26,17 +26,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from pipeline.commit_plan import Create, Increment, ReplaceIfUnchanged, Write
-
-try:
-    from pipeline.commit_plan import Upsert as Upsert
-except ImportError:  # pragma: no cover - the commit plan before issue 19 had no upserts (the sim still writes some)
-    @dataclass(frozen=True)
-    class Upsert:  # type: ignore[no-redef]
-        path: str
-        fields: Mapping[str, Any]
-        increments: Mapping[str, int] = field(default_factory=dict)
-        minimums: Mapping[str, int] = field(default_factory=dict)
+from pipeline.commit_plan import Create, Increment, ReplaceIfUnchanged, Upsert, Write
 
 SECOND = 1000
 MINUTE = 60 * SECOND

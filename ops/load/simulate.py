@@ -31,12 +31,13 @@ from google.api_core import exceptions as gexc
 
 import pipeline.dead_letters as dead_letters_module
 from ops.admin import audit as audit_module
+from ops.admin import dlq as dlq_admin
 from ops.load import sim_world as w
 from ops.load.ledger_model import LedgerModel
-from ops.load.sim_world import Upsert
 from pipeline import accounts, sink
 from pipeline.caches import CustomerCache, ProductCatalog
-from pipeline.commit_plan import Create, Increment, Pending, Write, commit_writes
+from pipeline.commit_plan import Create, Increment, Pending, Upsert, Write, commit_writes
+from pipeline.dead_letters import resolutions
 from pipeline.dedupe import IN_FLIGHT, dedupe_id
 from pipeline.firestore_transport import FirestoreConfig, FirestoreRpc, FirestoreTransport
 from pipeline.gate import decode_message
@@ -44,17 +45,10 @@ from pipeline.ledger import Product
 from pipeline.local.dedupe import NEW, Claims
 from pipeline.model import Event, Message, Rejected
 from pipeline.observability import RegionMetrics
-from schemas import MIN_COMPATIBLE, decode_dlq_record, decode_envelope, deliveries, encode_envelope, ordering_key
-from schemas.attributes import EVENT_ID, REPLAYED_AT
+from schemas import MIN_COMPATIBLE, decode_dlq_record, deliveries, encode_envelope, ordering_key
+from schemas import dead_letters as dl
+from schemas.attributes import EVENT_ID
 from schemas.paynow import envelope_attributes, envelope_from_payload
-
-try:  # the durable dead-letter record (issue 19); absent before it, when the DLQ copy was the only record
-    from ops.admin import dlq as dlq_admin
-    from pipeline.dead_letters import resolutions
-    from schemas import dead_letters as dl
-    HAS_RECORD = True
-except ImportError:  # pragma: no cover - only on the code before issue 19
-    HAS_RECORD = False
 
 FAULTS: dict[str, str] = {
     "redelivery": "Pub/Sub redelivers acknowledged messages (lost acks) and messages past their ack deadline",
@@ -632,26 +626,25 @@ class Sim:
 
     def _sweep(self) -> None:
         """The dead-letter sweep (pipeline.dead_letters.sweep_unresolved's choice and writes, on the stand-in)."""
-        if HAS_RECORD:
-            letters = [s for s in self.db.collection(dl.COLLECTION)
-                       if (s.to_dict() or {}).get(dl.STATE) in dl.UNRESOLVED
-                       and (s.to_dict() or {}).get(dl.EVENT_ID) == s.id]
-            letters.sort(key=lambda s: (s.get(dl.FIRST_FAILED_AT) or 0, s.id))
-            ids = {s.id: s.id for s in letters[:dead_letters_module.SWEEP_LIMIT]}
-            try:
-                if not ids:
-                    raise LookupError("nothing to sweep")
-                snaps = self.workers[0].transport.get_all([f"webhookEvents/{e}" for e in ids.values()])
-                committed = {s.id: str((s.to_dict() or {}).get("status", "")) for s in snaps.values() if s.exists}
-                writes = resolutions(ids, committed, "sweep", self.clock.now_ms)
-                if writes:
-                    self.workers[0].transport.commit(writes)
-                    self.stats["swept"] += len(writes)
-                    self.trace(f"sweep resolved {len(writes)} dead letters")
-            except Exception as exc:
-                self.trace(f"sweep failed: {type(exc).__name__}")
+        letters = [s for s in self.db.collection(dl.COLLECTION)
+                   if (s.to_dict() or {}).get(dl.STATE) in dl.UNRESOLVED
+                   and (s.to_dict() or {}).get(dl.EVENT_ID) == s.id]
+        letters.sort(key=lambda s: (s.get(dl.FIRST_FAILED_AT) or 0, s.id))
+        ids = {s.id: s.id for s in letters[:dead_letters_module.SWEEP_LIMIT]}
+        try:
+            if not ids:
+                raise LookupError("nothing to sweep")
+            snaps = self.workers[0].transport.get_all([f"webhookEvents/{e}" for e in ids.values()])
+            committed = {s.id: str((s.to_dict() or {}).get("status", "")) for s in snaps.values() if s.exists}
+            writes = resolutions(ids, committed, "sweep", self.clock.now_ms)
+            if writes:
+                self.workers[0].transport.commit(writes)
+                self.stats["swept"] += len(writes)
+                self.trace(f"sweep resolved {len(writes)} dead letters")
+        except Exception as exc:
+            self.trace(f"sweep failed: {type(exc).__name__}")
         self._sweep_due = False
-        if HAS_RECORD and any(s.get(dl.STATE) in dl.UNRESOLVED for s in self.db.collection(dl.COLLECTION)):
+        if any(s.get(dl.STATE) in dl.UNRESOLVED for s in self.db.collection(dl.COLLECTION)):
             self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
@@ -665,22 +658,8 @@ class Sim:
         def publish(data: bytes, attributes: dict[str, str], key: str) -> str:
             return self.topic.publish(data, attributes, key).message_id
 
-        if HAS_RECORD:
-            result = dlq_admin.replay(RecordStore(self.db), publish, dlq_admin.Filter(), now_ms=self.clock.now_ms)
-            replayed = [x.event_id for x in result.replayed]
-        else:  # pragma: no cover - before issue 19: the DLQ subscription's copies were the only record
-            replayed = []
-            for m in self.dlq_sub.pull(10_000):
-                record = decode_dlq_record(m.data)
-                attributes = {str(k): str(v) for k, v in (record.get("originalAttributes") or {}).items()}
-                attributes[REPLAYED_AT] = str(self.clock.now_ms)
-                try:
-                    key = ordering_key(decode_envelope(record["originalData"]))
-                except Exception:
-                    key = ""
-                publish(record["originalData"], attributes, key)
-                self.dlq_sub.ack(m, m.ack_id)
-                replayed.append(str(record.get("eventId")))
+        result = dlq_admin.replay(RecordStore(self.db), publish, dlq_admin.Filter(), now_ms=self.clock.now_ms)
+        replayed = [x.event_id for x in result.replayed]
         self.stats["replayed"] += len(replayed)
         self.trace(f"operator replays {len(replayed)} dead letters: {', '.join(replayed[:6])}")
         self._wake()
@@ -712,13 +691,10 @@ class Sim:
 
     def open_letters(self) -> dict[str, str]:
         """eventId -> verdict of every dead letter an operator can see and replay now."""
-        if HAS_RECORD:  # what `paynow dlq list --state open --state replayed` shows
-            shown = dlq_admin.select(RecordStore(self.db), dlq_admin.Filter(states=frozenset(dl.UNRESOLVED)),
-                                     now_ms=self.clock.now_ms)
-            return {x.event_id: x.verdict for x in shown}
-        self.dlq_sub._expire()  # pragma: no cover
-        return {str(m.attributes.get(EVENT_ID)): str(m.attributes.get("verdict"))
-                for m in self.dlq_sub.messages.values()}
+        # what `paynow dlq list --state open --state replayed` shows
+        shown = dlq_admin.select(RecordStore(self.db), dlq_admin.Filter(states=frozenset(dl.UNRESOLVED)),
+                                 now_ms=self.clock.now_ms)
+        return {x.event_id: x.verdict for x in shown}
 
     def _justified(self, at_ms: int, event_id: str, verdict: str, *, final: bool) -> bool:
         """Whether an event may be dead-lettered with `verdict` at `at_ms` (final: still open at the end)."""
@@ -755,10 +731,9 @@ class Sim:
             elif not self._justified(self.clock.now_ms, event_id, open_now[event_id], final=True):
                 problems.append(f"{event_id} still an open {open_now[event_id]} dead letter after its cause was "
                                 f"fixed and replayed ({planned.note})")
-        if HAS_RECORD:
-            for event_id in sorted(open_now):
-                if event_id in self.db.ever_events:
-                    problems.append(f"{event_id} committed but its dead letter is still open after the sweeps")
+        for event_id in sorted(open_now):
+            if event_id in self.db.ever_events:
+                problems.append(f"{event_id} committed but its dead letter is still open after the sweeps")
         # 3. no key wedged forever: everything settled, nothing delivered without end
         for message in self.sub.expired:
             problems.append(f"{message.attributes.get(EVENT_ID)} expired unacked in the pipeline's subscription "
