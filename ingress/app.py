@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ingress import endpoints
@@ -21,6 +21,7 @@ from ingress.openapi import WEBHOOK_PATHS, openapi
 from ingress.publisher import BatchingPublisher, Publisher
 from ingress.pubsub import PubSubSender
 from ingress.ratelimit import RateLimitMiddleware, TokenBucket
+from ingress.responses import JSONResponse
 from ingress.settings import Settings
 from ingress.state import IngressState
 from ingress.webhook import webhook

@@ -5,10 +5,10 @@ import hmac
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ingress.ratelimit import client_address
-from ingress.responses import RETRY_AFTER_UNAVAILABLE, error
+from ingress.responses import RETRY_AFTER_UNAVAILABLE, JSONResponse, error
 from ingress.state import IngressState
 
 log = logging.getLogger("ingress.admin")

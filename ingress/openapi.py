@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ingress.bodylimit import MAX_BODY_BYTES
+from ingress.responses import JSONResponse
 from schemas.paynow import EVENT_TYPE_RE, EVENT_TYPES, ID_RE
 
 WEBHOOK_PATHS = ("/webhooks/paynow", "/api/paynow/webhook")

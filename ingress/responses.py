@@ -1,10 +1,21 @@
 """The error body every refusal uses, and the outcome a request leaves behind for logging and metrics."""
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+from typing import Any
+
+import orjson
+from starlette import responses
 from starlette.types import Scope
 
 RETRY_AFTER_UNAVAILABLE = "5"
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's JSONResponse, rendered by orjson: the same compact UTF-8 for these bodies, in a fraction of
+    `json.dumps`'s time, on every webhook's answer."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def note(scope: Scope, reason: str, *, event_id: str | None = None, detail: str | None = None) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ingress.publisher import PublishUnavailable
-from ingress.responses import RETRY_AFTER_UNAVAILABLE, error, note
+from ingress.responses import RETRY_AFTER_UNAVAILABLE, JSONResponse, error, note
 from ingress.signature import SignatureError, verify
 from ingress.state import IngressState
 from schemas import PayloadError, encode_envelope, envelope_attributes, envelope_from_payload, ordering_key
