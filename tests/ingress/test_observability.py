@@ -76,6 +76,29 @@ def test_arbitrary_extras_are_not_logged(log_stream: io.StringIO) -> None:
     assert record["eventId"] == "e1" and "payload" not in record and "raw-body" not in log_stream.getvalue()
 
 
+def test_exceptions_odd_strings_and_times_are_written_as_json(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("ingress")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed", extra={"detail": "half an emoji \ud83d", "status": 500})
+    log.error("at a known time", extra={"messages": 3})
+    first, second = lines(log_stream)
+    assert first["severity"] == "ERROR" and "RuntimeError: boom" in str(first["stack_trace"])
+    assert first["detail"] == "half an emoji \ud83d" and first["status"] == 500  # escaped, never a lost line
+    assert second["messages"] == 3 and "stack_trace" not in second and "detail" not in second
+    record = logging.LogRecord("ingress", logging.INFO, "", 0, "m", None, None)
+    record.created = 1_780_000_000.0456
+    formatted = json.loads(log_stream_formatter().format(record))
+    assert formatted["time"] == "2026-05-28T20:26:40.045Z" and formatted["serviceContext"] == {"service": "s"}
+
+
+def log_stream_formatter() -> logging.Formatter:
+    from ingress.logging import CloudLoggingFormatter
+
+    return CloudLoggingFormatter(region="r", service="s")
+
+
 def test_recent_events_expire_after_their_ttl() -> None:
     now = [0.0]
     recent = RecentEvents(ttl=10, clock=lambda: now[0])
