@@ -20,7 +20,7 @@ from pipeline.gate import DecodeAndGate
 from pipeline.local import recycle
 from pipeline.local.acking_read import AckingRead, Acknowledge, Release, hand_back
 from pipeline.local.dedupe import ClaimingDedupe
-from pipeline.local.runner import without_state_cache
+from pipeline.local.runner import eager_monitoring_infos, without_state_cache
 from pipeline.model import Event, Message
 from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
@@ -138,6 +138,7 @@ def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger)
         return 2
     if options.view_as(StandardOptions).runner == ACKING_LOCAL_RUNNER:
         without_state_cache()
+        eager_monitoring_infos()
         try:
             memory_limit = recycle.limit_mb()
         except ValueError as exc:

@@ -1,10 +1,11 @@
 """Bound a local worker's memory: past a resident-size limit it hands its leases back and re-executes itself.
 
-Beam 2.77's FnApiRunner leaks native memory while a streaming pipeline runs (measured here: `PeriodicImpulse`
--> `Map` alone grows about 7.5 MiB/s whatever the fire interval or state cache; this job's graph about 16 MiB/s,
-idle or busy; tracemalloc sees almost none of it). Dataflow does not run this code. The acking read makes a
-restart safe: unacknowledged messages are handed back (ack deadline 0) and pulled again, and the idempotent
-commit absorbs any that had already landed.
+A safety net. Beam 2.77's FnApiRunner grew without end while a streaming pipeline ran (about 16 MiB/s for this
+job's graph, idle or busy): it chained every bundle's metrics into a generator it never consumed, which
+`pipeline.local.runner.eager_monitoring_infos` now prevents (memory flat since). Should anything else in the local
+runner grow, this still holds the bound. Dataflow does not run this code. The acking read makes a restart safe:
+unacknowledged messages are handed back (ack deadline 0) and pulled again, and the idempotent commit absorbs any
+that had already landed.
 """
 from __future__ import annotations
 
