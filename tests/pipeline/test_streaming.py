@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from collections import Counter
@@ -189,12 +190,25 @@ def test_firestore_outage_is_ridden_out_by_retries(emulator_hosts: tuple[str, st
 
 def test_worker_past_its_memory_bound_recycles_itself_without_loss_or_double_credit(
         topology: Topology, firestore_db: firestore.Client, tmp_path: Path) -> None:
-    """FnApiRunner leaks native memory while streaming (pipeline/local/recycle.py); a low bound forces recycles."""
+    """A worker that grows past its bound recycles itself (pipeline/local/recycle.py). Beam's own growth is gone
+    (pipeline/local/runner.py), so a `sitecustomize` on the worker's path stands in for a leak: a thread that
+    keeps 1 MiB more every 0.1 s, started again in every re-executed image."""
+    leak = tmp_path / "leak"
+    leak.mkdir()
+    (leak / "sitecustomize.py").write_text(
+        "import threading, time\n"
+        "_kept = []\n"
+        "def _grow():\n"
+        "    while True:\n"
+        "        _kept.append(b'x' * (1 << 20))\n"
+        "        time.sleep(0.1)\n"
+        "threading.Thread(target=_grow, daemon=True).start()\n")
+    path = os.pathsep.join(p for p in (str(leak), os.environ.get("PYTHONPATH", "")) if p)
     users = [f"m{i}" for i in range(10)]
     payloads = [f.order(f"m-{n}", f"mo-{n}", [(f.P20, 1)], customer=f"c-{users[n % 10]}", uid=users[n % 10])
                 for n in range(300)]
     client = publisher()
-    with PipelineProcess(topology, log_dir=tmp_path, env={"PIPELINE_MAX_RSS_MB": "300"}) as pipe:
+    with PipelineProcess(topology, log_dir=tmp_path, env={"PIPELINE_MAX_RSS_MB": "300", "PYTHONPATH": path}) as pipe:
         pid = pipe.process.pid
         for start in range(0, 300, 20):  # a steady trickle across at least one recycle
             publish_payloads(client, topology.topic, payloads[start:start + 20])
