@@ -173,11 +173,10 @@ class Increase:
                     continue  # the first answer is the baseline
                 if restarted(new, old):
                     self.restarts[name] += 1
-                    step = {k: v for k, v in new.items() if k[0].endswith(_CUMULATIVE)}
-                else:
-                    step = {k: v - old.get(k, 0.0) for k, v in new.items() if k[0].endswith(_CUMULATIVE)}
-                for key, value in step.items():
-                    self.samples[key] = self.samples.get(key, 0.0) + value
+                    old = None  # the new values count whole
+                for key, value in delta(new, old).items():
+                    if key[0].endswith(_CUMULATIVE):
+                        self.samples[key] = self.samples.get(key, 0.0) + value
 
     def p95_ms(self, histogram: str, **match: str) -> float | None:
         """The 95th percentile of `histogram` over everything observed so far, in ms; None before any."""

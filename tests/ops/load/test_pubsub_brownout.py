@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +19,9 @@ from ops.admin import audit, dlq
 from ops.load import traffic, traffic_log
 from ops.load.chaos import emulator_of, frozen
 from ops.load.drills import Drills, Result
-from ops.local.stack import Config, Stack
+from ops.local.stack import Stack
 from schemas import deliveries
+from tests.ops.load.stacks import running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -39,21 +39,7 @@ POLICY = traffic.RetryPolicy(attempts=20, base_delay=0.2, max_delay=5.0)
 def stack(emulator_hosts: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A two-region stack with a Pub/Sub emulator of its own (the test freezes it; the session's must keep serving
     the other tests), on the session's Firestore emulator."""
-    home = tmp_path_factory.mktemp("paynow-home")
-    saved = {var: os.environ.get(var) for var in ("PAYNOW_HOME", "PUBSUB_EMULATOR_HOST")}
-    os.environ["PAYNOW_HOME"] = str(home)
-    os.environ.pop("PUBSUB_EMULATOR_HOST", None)  # so the stack starts (and owns) one
-    running = Stack(Config(project=f"brownout-{uuid.uuid4().hex[:8]}", home=home))
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+    yield from running_stack("brownout", tmp_path_factory, own_pubsub=True)
 
 
 @dataclass
