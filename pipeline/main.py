@@ -20,7 +20,7 @@ from pipeline.gate import DecodeAndGate
 from pipeline.local import recycle
 from pipeline.local.acking_read import AckingRead, Acknowledge, Release, hand_back
 from pipeline.local.dedupe import ClaimingDedupe
-from pipeline.local.runner import eager_monitoring_infos, without_state_cache
+from pipeline.local.runner import collect_less_often, eager_monitoring_infos, without_state_cache
 from pipeline.model import Event, Message
 from pipeline.observability import configure_logging, log, serve_metrics
 from pipeline.options import LedgerOptions, resolved_read_mode, validate, worker_region
@@ -145,6 +145,7 @@ def run(argv: Sequence[str] | None = None, *, sink: SinkFactory = ApplyToLedger)
             print(f"invalid configuration: {exc}", file=sys.stderr)
             return 2
         recycle.start(options.view_as(LedgerOptions).subscription, memory_limit)
+        collect_less_often()  # last: what building the graph allocated is frozen with the rest
     result = pipeline.run()
     if resolved_read_mode(options) == "native":
         log_ready(subscription=options.view_as(LedgerOptions).subscription, region=worker_region(options),
