@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from ops.admin.catalog import KNOWN_PRODUCTS, points
-from ops.load.stats import percentile
+from ops.load.stats import Reservoir, percentile
 from ops.load.traffic_log import Recorder
 from schemas import customer_ordering_key, deliveries, encode_legacy
 from schemas.signing import signed_headers
@@ -430,7 +430,7 @@ class Stats:
     retried: int = 0
     legacy: int = 0
     in_flight: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: Reservoir = field(default_factory=Reservoir)  # bounded: `make run` sends for days
     by_region: dict[str, int] = field(default_factory=dict)
 
     def p95(self) -> float:
@@ -559,7 +559,7 @@ async def run(*, target: str, secret: str, rate: float, duration: float, log_pat
             stats.retried += len(record["attempts"]) > 1
             if record["ok"]:
                 stats.accepted += 1
-                stats.latencies_ms.append(record["attempts"][-1]["ms"])
+                stats.latencies_ms.add(record["attempts"][-1]["ms"])
                 region = record["region"] or "?"
                 stats.by_region[region] = stats.by_region.get(region, 0) + 1
             else:
