@@ -28,7 +28,7 @@ from schemas import encode_envelope, envelope_attributes, envelope_from_payload,
 _settings = Settings.from_env(os.environ)
 _PUBLISH = os.environ.get("FLOOR_PUBLISH", "1") != "0"
 _publisher: list[BatchingPublisher] = []
-_JSON = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -50,7 +50,8 @@ async def _lifespan(receive: Any, send: Any) -> None:
 
 
 async def _answer(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [_JSON, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

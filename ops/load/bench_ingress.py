@@ -226,12 +226,12 @@ Measured = tuple[Loaded, Loaded, str]
 def measure(server: Server, workdir: Path) -> Measured:
     """Warm up, then the wrk maximum, then the fixed-rate phase; each phase with requests of its own."""
     port = free_port()
-    log = workdir / f"{server.name.split()[0].lower()}.log"
+    tag = re.sub(r"[^a-z0-9]+", "-", server.name.lower()).strip("-")[:40]  # in event ids: [A-Za-z0-9_-] only
+    log = workdir / f"{tag}.log"
     process = Process(server.name, server.command, {**server.env, "PORT": str(port), "UVICORN_PORT": str(port)},
                       str(log), cwd=str(server.cwd), marker=False).start()
     try:
         process.wait_ready(lambda: _listening(port, server.ready_path), f"{server.name} on {port}", 60)
-        tag = server.name.split()[0].lower()
         wrk(port, signed_requests(f"{tag}-warm", 20_000), WARMUP_SECONDS, workdir)
         requests = signed_requests(f"{tag}-max", MAX_REQUESTS)
         cpu = process.cpu_seconds()
