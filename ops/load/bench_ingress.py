@@ -456,6 +456,8 @@ def _table(results: dict[str, list[Measured]], node_note: str, load: tuple[float
         f"- Ingress: {ingress[0][2]} in its first run, of {ingress[0][0].sent + ingress[0][1].sent:,} measured "
         "requests plus the warm-up (none answered from the duplicate cache).",
     ]
+    lines += [f"- **{name}: {m[0].failed + m[1].failed:,} requests failed**, so its row is not a valid figure ({m[2]})."
+              for name, runs in results.items() for m in runs if m[0].failed + m[1].failed]
     node = results.get(NODE)
     if node:
         ratios = [i[0].rate / n[0].rate for i, n in zip(ingress, node, strict=True)]
