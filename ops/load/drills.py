@@ -362,12 +362,14 @@ class Drills:
             if not end:
                 continue
             shown = f"{start / 2**20:.0f} → {end[0] / 2**20:.0f} MiB (peak {peak.get(name, end[0]) / 2**20:.0f})"
-            if name.startswith("pipeline-") and bound:
-                # The worker recycles itself past its bound (pipeline/local/recycle.py), a safety net since Beam's
-                # metrics chain no longer grows (pipeline/local/runner.py): the figure judged is that the bound holds.
-                ceiling = bound + 256  # one 5 s check interval of growth, with room
-                result.add(f"RSS {name} (start → end)", shown, f"peak ≤ {ceiling} MiB (recycles at {bound})",
-                           peak.get(name, end[0]) <= ceiling * 2**20)
+            if name.startswith("pipeline-"):
+                # Judged on the peak, not the end: past its bound a worker recycles itself (pipeline/local/recycle.py,
+                # a safety net since Beam's metrics chain no longer grows: pipeline/local/runner.py), and a recycled
+                # worker ends small. Beam's leak reached the 2 GiB bound every 2-3 minutes of this drill.
+                growth = peak.get(name, end[0]) - start
+                limit = start * 0.25 + 32 * 2**20
+                result.add(f"RSS {name} (start → end)", shown,
+                           f"peak growth ≤ 25 % + 32 MiB{f' (recycles at {bound})' if bound else ''}", growth <= limit)
             elif name.endswith("-emulator"):
                 # The Firestore emulator holds the whole database in memory and both are JVMs whose heap grows
                 # on demand, so their RSS is shown, not judged; what grew without bound was the Pub/Sub emulator's
