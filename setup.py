@@ -34,6 +34,7 @@ setup(
             "pytest>=8",
             "httpx2>=2",  # starlette.testclient's transport (its httpx one is deprecated)
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # make test-fast spreads its tests over the cores
             "hypothesis>=6.100",
             "schemathesis>=3.30",
             "python-hcl2>=4.3",
