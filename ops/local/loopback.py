@@ -7,6 +7,7 @@ scrapes, five Prometheus queries, the alerts), which took half a core of a 2-cor
 """
 from __future__ import annotations
 
+import atexit
 import functools
 
 import httpx
@@ -14,5 +15,8 @@ import httpx
 
 @functools.cache
 def client() -> httpx.Client:
-    """The process's client (httpx's Client is safe to share between threads); loopback only, so no proxies."""
-    return httpx.Client(trust_env=False)
+    """The process's client (httpx's Client is safe to share between threads); loopback only, so no proxies.
+    Closed when the process exits, so its pooled connections are not left for the interpreter to find."""
+    pooled = httpx.Client(trust_env=False)
+    atexit.register(pooled.close)
+    return pooled

@@ -1,6 +1,8 @@
 """Metrics parsing and the quantiles, rates and view the live status computes."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from rich.console import Console
 
@@ -182,3 +184,18 @@ def test_scrapes_share_one_pooled_connection() -> None:
         loopback.client().close()  # its pooled connection led to this server
         loopback.client.cache_clear()
     assert len(peers) == 1
+
+
+def test_the_pooled_client_is_closed_when_the_process_exits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its kept-alive connections would otherwise be left open at exit (a ResourceWarning after pytest's summary)."""
+    at_exit: list[Callable[[], object]] = []
+    monkeypatch.setattr(loopback.atexit, "register", at_exit.append)
+    loopback.client.cache_clear()
+    try:
+        pooled = loopback.client()
+        assert loopback.client() is pooled and not pooled.is_closed
+        assert len(at_exit) == 1
+        at_exit[0]()
+        assert pooled.is_closed
+    finally:
+        loopback.client.cache_clear()
