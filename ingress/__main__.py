@@ -63,7 +63,7 @@ def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     default every few webhooks ran a collection, and the older generations' full scans (the duplicate cache's
     100,000 entries among them) paused every request in flight. Measured with wrk -c32 on real deliveries, three
     interleaved pairs on 2026-12-03: p99 75-86 -> 33-38 ms, CPU per webhook 0.61-0.71 -> 0.45-0.51 ms. Cyclic
-    garbage is still collected, only in larger batches (tests/ingress/test_gc.py)."""
+    garbage is still collected, only in larger batches (tests/ingress/test_gc.py, tests/collector.py)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*thresholds)

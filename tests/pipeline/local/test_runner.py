@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-import weakref
 
 import apache_beam as beam
 import pytest
@@ -14,6 +13,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.local import runner
 from pipeline.main import ACKING_LOCAL_RUNNER
+from tests.collector import check_tuning
 
 
 def _monitoring_infos() -> int:
@@ -48,29 +48,6 @@ def test_a_streaming_runner_keeps_a_bounded_set_of_metrics_whatever_the_bundles(
     assert counts[5.0] - counts[2.0] < 100, counts  # unpatched: ~660 more
 
 
-class _Cycle:
-    def __init__(self) -> None:
-        self.me = self
-
-
-def _orphan_cycle() -> weakref.ref[_Cycle]:
-    """An object that references itself and nothing else does: only the cyclic collector frees it."""
-    return weakref.ref(_Cycle())
-
-
 def test_collect_less_often_freezes_start_up_and_still_collects_later_cycles() -> None:
     """Fewer collections, never none: a cycle made after it is freed once the raised threshold is passed."""
-    thresholds = gc.get_threshold()
-    try:
-        runner.collect_less_often((1_000, 50, 100))
-        assert gc.isenabled() and gc.get_threshold() == (1_000, 50, 100)
-        assert gc.get_freeze_count() > 1_000
-        alive = _orphan_cycle()
-        kept: list[list[int]] = [[] for _ in range(500)]
-        assert alive() is not None  # below the threshold: not collected yet
-        kept += [[] for _ in range(1_000)]
-        assert alive() is None, "collect_less_often must raise the threshold, not stop collecting"
-        assert len(kept) == 1_500
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+    check_tuning(runner.collect_less_often)
